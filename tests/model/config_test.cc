@@ -1,0 +1,2 @@
+// Placeholder: tests in progress.
+#include <gtest/gtest.h>

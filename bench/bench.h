@@ -61,4 +61,10 @@ int RunRolloutSuite(const BenchOptions& options);
 int RunTrainerSuite(const BenchOptions& options);
 int RunRewardSuite(const BenchOptions& options);
 
+// Sections shared between suites (each prints its own tables and appends its targets).
+// attention suite: decode time per token vs context, tiny hybrid vs all-softmax (decode_bench.cc).
+void DecodeScalingSection(const BenchOptions& options, std::vector<Target>* targets);
+// reward suite: sandboxed code-executor throughput with the worker pool (reward_code_bench.cc).
+void CodeExecutorSection(const BenchOptions& options, std::vector<Target>* targets);
+
 }  // namespace lightrl::bench

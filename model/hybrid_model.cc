@@ -1,2 +1,221 @@
-// Placeholder: implementation in progress.
-#include "model/layers.h"
+#include "model/hybrid_model.h"
+
+#include "core/check.h"
+
+namespace lightrl::model {
+
+namespace {
+
+int64_t TensorBytes(const torch::Tensor& t) {
+  return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0;
+}
+
+torch::Tensor SelectIfDefined(const torch::Tensor& t, const torch::Tensor& rows) {
+  return t.defined() ? t.index_select(0, rows.to(t.device())) : t;
+}
+
+}  // namespace
+
+// ---- ModelCache ------------------------------------------------------------------------------
+
+int64_t ModelCache::bytes() const {
+  int64_t total = 0;
+  for (const auto& layer : layers) {
+    total += TensorBytes(layer.lightning.state) + TensorBytes(layer.softmax.k) +
+             TensorBytes(layer.softmax.v) + TensorBytes(layer.softmax.lengths);
+  }
+  return total;
+}
+
+void ModelCache::SelectRows(const torch::Tensor& rows) {
+  LR_CHECK(rows.dim() == 1 && rows.scalar_type() == torch::kLong, "ModelCache::SelectRows: rows must be [R] int64");
+  for (auto& layer : layers) {
+    layer.lightning.state = SelectIfDefined(layer.lightning.state, rows);
+    layer.softmax.k = SelectIfDefined(layer.softmax.k, rows);
+    layer.softmax.v = SelectIfDefined(layer.softmax.v, rows);
+    layer.softmax.lengths = SelectIfDefined(layer.softmax.lengths, rows);
+  }
+  batch = rows.size(0);
+}
+
+// ---- DecoderLayer ----------------------------------------------------------------------------
+
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config, int64_t layer_idx)
+    : attn_type_(config.layer_type(layer_idx)), postnorm_(config.postnorm) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps));
+  if (attn_type_ == AttnType::kLightning) {
+    lightning = register_module("self_attn", LightningAttention(config, layer_idx));
+    alpha_attn_ = config.layernorm_linear_attention_alpha;
+    beta_attn_ = config.layernorm_linear_attention_beta;
+  } else {
+    softmax = register_module("self_attn", SoftmaxAttention(config, layer_idx));
+    alpha_attn_ = config.layernorm_full_attention_alpha;
+    beta_attn_ = config.layernorm_full_attention_beta;
+  }
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(config.hidden_size, config.rms_norm_eps));
+  block_sparse_moe = register_module("block_sparse_moe", Moe(config));
+  alpha_mlp_ = config.layernorm_mlp_alpha;
+  beta_mlp_ = config.layernorm_mlp_beta;
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const ForwardContext& ctx,
+                                        LayerCache* cache, std::vector<torch::Tensor>* router_logits) {
+  torch::Tensor h1 = input_layernorm->forward(x);  // [B, T, C]
+  torch::Tensor a = attn_type_ == AttnType::kLightning
+                        ? lightning->forward(h1, ctx, cache ? &cache->lightning : nullptr)
+                        : softmax->forward(h1, ctx, cache ? &cache->softmax : nullptr);
+  torch::Tensor y = (postnorm_ ? h1 : x) * alpha_attn_ + a * beta_attn_;
+  torch::Tensor h2 = post_attention_layernorm->forward(y);
+  MoeOutput moe = block_sparse_moe->forward(h2);
+  if (router_logits) router_logits->push_back(moe.router_logits);
+  return (postnorm_ ? h2 : y) * alpha_mlp_ + moe.out * beta_mlp_;
+}
+
+// ---- Decoder ---------------------------------------------------------------------------------
+
+DecoderImpl::DecoderImpl(const ModelConfig& config) {
+  embed_tokens = register_module(
+      "embed_tokens", torch::nn::Embedding(torch::nn::EmbeddingOptions(config.vocab_size, config.hidden_size)));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) layers->push_back(DecoderLayer(config, l));
+  norm = register_module("norm", RMSNorm(config.hidden_size, config.rms_norm_eps));
+}
+
+// ---- HybridModel -----------------------------------------------------------------------------
+
+HybridModelImpl::HybridModelImpl(const ModelConfig& config, HeadType head)
+    : config_(config), head_type_(head) {
+  Status valid = config.Validate();
+  LR_CHECK(valid.ok(), valid.ToString());
+  model = register_module("model", Decoder(config));
+  if (head == HeadType::kLanguageModel) {
+    LR_CHECK(!config.tie_word_embeddings,
+             "model.tie_word_embeddings: tied embeddings are not supported (the LM head is held in fp32 "
+             "separately from the body); set it to false");
+    lm_head = register_module(
+        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, config.vocab_size).bias(false)));
+  } else {
+    value_head = register_module(
+        "value_head", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, 1).bias(false)));
+  }
+  InitWeights(0);
+}
+
+void HybridModelImpl::InitWeights(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::detail::createCPUGenerator(seed);
+  for (auto& item : named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    torch::Tensor p = item.value();
+    const bool is_norm = name.size() >= 11 && (name.find("norm.weight") != std::string::npos);
+    if (is_norm) {
+      p.fill_(1.0);
+    } else {
+      torch::Tensor fresh = at::normal(0.0, config_.initializer_range, p.sizes(), gen, torch::kFloat32);
+      p.copy_(fresh);
+    }
+  }
+}
+
+void HybridModelImpl::SetBodyDtype(torch::Dtype dtype) {
+  torch::NoGradGuard no_grad;
+  for (auto& item : named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    const bool keep_fp32 = name.rfind("lm_head.", 0) == 0 || name.rfind("value_head.", 0) == 0 ||
+                           name.find("block_sparse_moe.gate.") != std::string::npos;
+    torch::Tensor p = item.value();
+    p.set_data(p.to(keep_fp32 ? torch::kFloat32 : dtype));
+  }
+}
+
+torch::Tensor HybridModelImpl::Head(const torch::Tensor& hidden) {
+  torch::Tensor h = hidden.to(torch::kFloat32);
+  if (head_type_ == HeadType::kLanguageModel) return lm_head->forward(h);  // [..., V] fp32
+  return value_head->forward(h).squeeze(-1);                              // [...] fp32
+}
+
+ModelOutput HybridModelImpl::forward(const torch::Tensor& input_ids, const ForwardContext& ctx,
+                                     ModelCache* cache, const ForwardOptions& options) {
+  LR_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == torch::kLong,
+           "HybridModel::forward: input_ids must be [B, T] int64, got ", input_ids.sizes(), " ",
+           input_ids.scalar_type());
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  LR_CHECK(T > 0, "HybridModel::forward: empty input (T = 0)");
+  if (!ctx.cu_seqlens.empty()) {
+    LR_CHECK(B == 1, "HybridModel::forward: packed documents (cu_seqlens) require B == 1, got B = ", B);
+    LR_CHECK(ctx.cu_seqlens.front() == 0 && ctx.cu_seqlens.back() == T,
+             "HybridModel::forward: cu_seqlens must start at 0 and end at T = ", T);
+    LR_CHECK(cache == nullptr, "HybridModel::forward: packed documents cannot be combined with a cache");
+  }
+  const int64_t L = config_.num_hidden_layers;
+  if (cache) {
+    if (cache->batch == 0) {
+      cache->layers.assign(L, LayerCache{});
+      cache->batch = B;
+    }
+    LR_CHECK(cache->batch == B, "HybridModel::forward: cache holds ", cache->batch, " rows, input has ", B);
+    LR_CHECK(static_cast<int64_t>(cache->layers.size()) == L, "HybridModel::forward: cache has ",
+             cache->layers.size(), " layers, model has ", L);
+  }
+  {
+    // Ids outside the vocabulary are a caller bug that Embedding would report obscurely.
+    auto [lo, hi] = torch::aminmax(input_ids);
+    LR_CHECK(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < config_.vocab_size,
+             "HybridModel::forward: token id out of range [0, ", config_.vocab_size, "): min ",
+             lo.item<int64_t>(), ", max ", hi.item<int64_t>());
+  }
+
+  std::vector<torch::Tensor> router_logits;
+  torch::Tensor x = model->embed_tokens->forward(input_ids);  // [B, T, C]
+  for (int64_t l = 0; l < L; ++l) {
+    auto layer = model->layers->ptr<DecoderLayerImpl>(l);
+    x = layer->forward(x, ctx, cache ? &cache->layers[l] : nullptr,
+                       options.compute_aux_loss ? &router_logits : nullptr);
+  }
+  if (cache) cache->tokens += T;
+
+  ModelOutput out;
+  out.hidden = model->norm->forward(x);  // [B, T, C]
+  if (!options.skip_head) {
+    torch::Tensor h = options.last_position_only ? out.hidden.narrow(1, T - 1, 1) : out.hidden;
+    out.logits = Head(h);
+  }
+  if (options.compute_aux_loss) {
+    torch::Tensor all = torch::cat(router_logits, 0);  // [L*B*T, E] fp32
+    torch::Tensor mask;
+    if (options.aux_token_mask.defined()) {
+      LR_CHECK(options.aux_token_mask.sizes() == input_ids.sizes(),
+               "HybridModel::forward: aux_token_mask must be [B, T] like input_ids");
+      mask = options.aux_token_mask.reshape({-1}).to(torch::kBool).repeat({L});
+    }
+    out.aux_loss = config_.router_aux_loss_coef *
+                   LoadBalancingLoss(all, config_.num_experts_per_tok, mask);
+  }
+  return out;
+}
+
+// ---- log-probs -------------------------------------------------------------------------------
+
+torch::Tensor TokenLogProbs(const torch::Tensor& logits, const torch::Tensor& targets, double temperature) {
+  LR_CHECK(temperature > 0, "TokenLogProbs: temperature must be > 0, got ", temperature);
+  LR_CHECK(logits.dim() == 3 && targets.dim() == 2 && logits.size(0) == targets.size(0) &&
+               logits.size(1) == targets.size(1),
+           "TokenLogProbs: logits [B, T, V] and targets [B, T] expected, got ", logits.sizes(), " and ",
+           targets.sizes());
+  torch::Tensor z = logits.to(torch::kFloat32);
+  if (temperature != 1.0) z = z / temperature;
+  torch::Tensor lse = torch::logsumexp(z, -1);                              // [B, T]
+  torch::Tensor picked = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1);  // [B, T]
+  return picked - lse;
+}
+
+torch::Tensor TokenEntropy(const torch::Tensor& logits, double temperature) {
+  LR_CHECK(temperature > 0, "TokenEntropy: temperature must be > 0, got ", temperature);
+  torch::Tensor z = logits.to(torch::kFloat32);
+  if (temperature != 1.0) z = z / temperature;
+  torch::Tensor logp = torch::log_softmax(z, -1);
+  return -(logp.exp() * logp).sum(-1);
+}
+
+}  // namespace lightrl::model

@@ -20,6 +20,7 @@ PKGS=(
   libcpp-httplib-dev                # OpenAI-compatible server
   libpcre2-dev                      # tokenizer pre-tokenizer regex
   libgmp-dev                        # exact arithmetic for the math verifier
+  zlib1g-dev                        # checksums (crc32) of checkpoint datasets
   bubblewrap libseccomp-dev         # code-executor sandbox
   python3-minimal                   # sandboxed Python test runs
 )

@@ -1,0 +1,119 @@
+#include "trainer/train_config.h"
+
+#include "core/check.h"
+
+namespace lightrl::trainer {
+
+namespace {
+
+TrainConfig Parse(const YAML::Node& root) {
+  ConfigReader r(root, "");
+  TrainConfig c;
+  c.raw = root;
+  {
+    ConfigReader m = r.Child("model");
+    c.model = model::ParseModelConfig(m);
+    Status valid = c.model.Validate("model");
+    if (!valid.ok()) throw Error(valid.message());
+  }
+  {
+    ConfigReader t = r.ChildOrEmpty("trainer");
+    c.trainer.total_steps = t.Get<int64_t>("total_steps", c.trainer.total_steps);
+    c.trainer.seed = t.Get<uint64_t>("seed", c.trainer.seed);
+    c.trainer.threads = t.Get<int>("threads", c.trainer.threads);
+    c.trainer.micro_batch_tokens = t.Get<int64_t>("micro_batch_tokens", c.trainer.micro_batch_tokens);
+    c.trainer.log_level = t.Get<std::string>("log_level", c.trainer.log_level);
+    c.trainer.deterministic = t.Get<bool>("deterministic", c.trainer.deterministic);
+    if (c.trainer.total_steps < 1) t.Fail("total_steps", "expected >= 1");
+    if (c.trainer.micro_batch_tokens < 1) t.Fail("micro_batch_tokens", "expected >= 1");
+    t.Finish();
+  }
+  {
+    ConfigReader ro = r.ChildOrEmpty("rollout");
+    auto& o = c.rollout;
+    o.prompts_per_step = ro.Get<int64_t>("prompts_per_step", o.prompts_per_step);
+    o.samples_per_prompt = ro.Get<int>("samples_per_prompt", o.samples_per_prompt);
+    o.temperature = ro.Get<double>("temperature", o.temperature);
+    o.top_p = ro.Get<double>("top_p", o.top_p);
+    o.top_k = ro.Get<int>("top_k", o.top_k);
+    o.max_response_len = ro.Get<int64_t>("max_response_len", o.max_response_len);
+    if (ro.Has("early_truncation")) {
+      ConfigReader et = ro.Child("early_truncation");
+      o.early_truncation_window = et.Get<int64_t>("window", o.early_truncation_window);
+      o.early_truncation_prob = et.Get<double>("prob", o.early_truncation_prob);
+      et.Finish();
+    }
+    o.timeout_s = ro.Get<double>("timeout_s", o.timeout_s);
+    o.max_slots = ro.Get<int>("max_slots", o.max_slots);
+    if (o.prompts_per_step < 1) ro.Fail("prompts_per_step", "expected >= 1");
+    if (o.samples_per_prompt < 1) ro.Fail("samples_per_prompt", "expected >= 1");
+    if (!(o.temperature > 0)) ro.Fail("temperature", "expected > 0");
+    if (!(o.top_p > 0 && o.top_p <= 1)) ro.Fail("top_p", "expected a value in (0, 1]");
+    if (o.max_response_len < 1) ro.Fail("max_response_len", "expected >= 1");
+    ro.Finish();
+  }
+  {
+    ConfigReader rw = r.ChildOrEmpty("reward");
+    auto& w = c.reward;
+    w.timeout_s = rw.Get<double>("timeout_s", w.timeout_s);
+    w.endpoints = rw.Get<std::vector<std::string>>("endpoints", w.endpoints);
+    if (rw.Has("overlong")) {
+      ConfigReader ol = rw.Child("overlong");
+      w.overlong_buffer_len = ol.Get<int64_t>("buffer_len", w.overlong_buffer_len);
+      w.overlong_penalty_factor = ol.Get<double>("penalty_factor", w.overlong_penalty_factor);
+      w.overlong_filter = ol.Get<bool>("filter", w.overlong_filter);
+      ol.Finish();
+    }
+    if (!(w.timeout_s > 0)) rw.Fail("timeout_s", "expected > 0");
+    rw.Finish();
+  }
+  {
+    ConfigReader ro = r.ChildOrEmpty("roles");
+    c.roles.mode = ro.Get<std::string>("mode", c.roles.mode);
+    c.roles.rollout_ranks = ro.Get<int>("rollout_ranks", c.roles.rollout_ranks);
+    c.roles.reward_ranks = ro.Get<int>("reward_ranks", c.roles.reward_ranks);
+    if (c.roles.mode != "split" && c.roles.mode != "colocated") ro.Fail("mode", "expected 'split' or 'colocated'");
+    if (c.roles.rollout_ranks < 0 || c.roles.reward_ranks < 0) ro.Fail("rollout_ranks", "rank counts must be >= 0");
+    ro.Finish();
+  }
+  {
+    ConfigReader ck = r.ChildOrEmpty("checkpoint");
+    c.checkpoint.save_every = ck.Get<int64_t>("save_every", c.checkpoint.save_every);
+    c.checkpoint.keep_last = ck.Get<int64_t>("keep_last", c.checkpoint.keep_last);
+    if (c.checkpoint.save_every < 0) ck.Fail("save_every", "expected >= 0");
+    if (c.checkpoint.keep_last < 1) ck.Fail("keep_last", "expected >= 1");
+    ck.Finish();
+  }
+  {
+    ConfigReader o = r.ChildOrEmpty("optim");
+    c.optim = ParseOptimConfig(o);
+  }
+  {
+    ConfigReader mt = r.ChildOrEmpty("metrics");
+    c.tensorboard = mt.Get<bool>("tensorboard", c.tensorboard);
+    mt.Finish();
+  }
+  for (const char* k : {"algorithm", "tasks", "tokenizer", "chat_template"}) r.MarkUsed(k);
+  c.algorithm = root["algorithm"];
+  c.tasks = root["tasks"];
+  c.tokenizer = root["tokenizer"];
+  c.chat_template = root["chat_template"];
+  r.Finish();
+  return c;
+}
+
+}  // namespace
+
+StatusOr<TrainConfig> ParseTrainConfig(const YAML::Node& root) {
+  return ParseConfig<TrainConfig>([&] { return Parse(root); });
+}
+
+StatusOr<TrainConfig> LoadTrainConfig(const std::string& file, const std::vector<std::string>& overrides) {
+  LR_ASSIGN_OR_RETURN(YAML::Node root, LoadConfigFile(file));
+  LR_RETURN_IF_ERROR(ApplyOverrides(root, overrides));
+  auto parsed = ParseTrainConfig(root);
+  if (!parsed.ok()) return parsed.status().WithContext(file);
+  return parsed;
+}
+
+}  // namespace lightrl::trainer

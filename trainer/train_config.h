@@ -1,0 +1,80 @@
+// The resolved configuration of a training run (`lightrl train CONFIG [k=v ...]`): typed blocks
+// for the parts the trainer owns, and the raw YAML of blocks owned by other layers (algorithm,
+// tasks, tokenizer, chat_template), which their own parsers validate. Unknown top-level keys
+// are errors naming the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "core/config/config.h"
+#include "model/config.h"
+#include "trainer/optimizer.h"
+
+namespace lightrl::trainer {
+
+struct RunConfig {
+  int64_t total_steps = 20;        // trainer.total_steps
+  uint64_t seed = 1;               // trainer.seed: every generator of the run derives from it
+  int threads = 0;                 // trainer.threads: libtorch threads per rank (0 = cores available)
+  int64_t micro_batch_tokens = 4096;  // trainer.micro_batch_tokens
+  std::string log_level = "info";  // trainer.log_level
+  bool deterministic = true;       // trainer.deterministic: synchronous, bit-reproducible on CPU
+};
+
+struct RolloutConfig {
+  int64_t prompts_per_step = 8;
+  int samples_per_prompt = 8;       // G
+  double temperature = 1.0;
+  double top_p = 1.0;
+  int top_k = 0;
+  int64_t max_response_len = 64;
+  int64_t early_truncation_window = 3000;  // M1 repetition early truncation
+  double early_truncation_prob = 0.99;
+  double timeout_s = 600;
+  int max_slots = 64;
+};
+
+struct RewardConfig {
+  double timeout_s = 60;                // deadline per reward batch (workers that miss it are masked)
+  std::vector<std::string> endpoints;   // extra standalone reward workers (tcp://host:port)
+  int64_t overlong_buffer_len = 0;      // DAPO soft overlong punishment (0 = off)
+  double overlong_penalty_factor = 1.0;
+  bool overlong_filter = false;         // mask truncated samples from the loss
+};
+
+struct RolesConfig {
+  std::string mode = "split";  // split: trainer / rollout / reward ranks; colocated: trainers do all
+  int rollout_ranks = 1;       // split mode
+  int reward_ranks = 1;        // split mode (0 = rewards computed on the trainer's rank 0)
+};
+
+struct CheckpointConfig {
+  int64_t save_every = 0;  // steps between checkpoints (0 = only at the end / on SIGTERM)
+  int64_t keep_last = 3;
+};
+
+struct TrainConfig {
+  model::ModelConfig model;
+  RunConfig trainer;
+  RolloutConfig rollout;
+  RewardConfig reward;
+  RolesConfig roles;
+  CheckpointConfig checkpoint;
+  OptimConfig optim;
+  bool tensorboard = true;
+  YAML::Node algorithm;      // parsed by algorithms/ (AlgorithmConfig)
+  YAML::Node tasks;          // parsed by envs/
+  YAML::Node tokenizer;      // parsed by model/tokenizer.h
+  YAML::Node chat_template;  // parsed by model/tokenizer.h
+  YAML::Node raw;            // the whole resolved config (stored in checkpoints)
+};
+
+// Loads CONFIG (with `include:`), applies `a.b.c=value` overrides, and parses it.
+StatusOr<TrainConfig> LoadTrainConfig(const std::string& file, const std::vector<std::string>& overrides);
+StatusOr<TrainConfig> ParseTrainConfig(const YAML::Node& root);
+
+}  // namespace lightrl::trainer

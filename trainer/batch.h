@@ -23,6 +23,7 @@ struct Sample {
   std::string response_text;
 
   // Reward outcome: masked samples are excluded from the loss and from group statistics.
+  bool scored = false;            // a reward result (score or error) has been applied
   bool masked = false;
   std::string mask_reason;        // "timeout", "sandbox_error", "worker_lost", ...
   double reward = 0.0;

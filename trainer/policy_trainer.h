@@ -36,6 +36,8 @@ class Collective {
   virtual void AllReduceSum(std::vector<torch::Tensor>& tensors) = 0;
   // Sum over ranks of each value.
   virtual std::vector<double> AllReduceSum(const std::vector<double>& values) = 0;
+  // Max over ranks of each value.
+  virtual std::vector<double> AllReduceMax(const std::vector<double>& values) = 0;
 };
 
 class LocalCollective : public Collective {
@@ -44,6 +46,7 @@ class LocalCollective : public Collective {
   int size() const override { return 1; }
   void AllReduceSum(std::vector<torch::Tensor>&) override {}
   std::vector<double> AllReduceSum(const std::vector<double>& values) override { return values; }
+  std::vector<double> AllReduceMax(const std::vector<double>& values) override { return values; }
 };
 
 // What the loss sees for one micro-batch of N response tokens from n samples.

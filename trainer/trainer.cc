@@ -1,0 +1,449 @@
+#include "trainer/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "core/check.h"
+#include "core/logging.h"
+
+namespace lightrl::trainer {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// SplitMix64: derives independent seeds from (run seed, step, index, round).
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+uint64_t DeriveSeed(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
+  return Mix(Mix(Mix(seed) ^ a) ^ (b * 0x9e37ull)) ^ c;
+}
+
+}  // namespace
+
+// ---- sample serialisation ----------------------------------------------------------------------
+
+std::string EncodeSamples(const std::vector<Sample>& samples) {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& s : samples) {
+    arr.push_back({{"id", s.sample_id}, {"g", s.group}, {"t", s.task_index}, {"p", s.prompt_ids},
+                   {"r", s.response_ids}, {"lp", s.rollout_logprobs}, {"f", s.finish_reason},
+                   {"v", s.weights_version}, {"m", s.masked}, {"mr", s.mask_reason}, {"rw", s.reward},
+                   {"c", s.correct}});
+  }
+  std::vector<uint8_t> bytes = nlohmann::json::to_msgpack(arr);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+std::vector<Sample> DecodeSamples(const std::string& bytes) {
+  nlohmann::json arr = nlohmann::json::from_msgpack(bytes);
+  std::vector<Sample> out;
+  for (const auto& j : arr) {
+    Sample s;
+    s.sample_id = j["id"];
+    s.group = j["g"];
+    s.task_index = j["t"];
+    s.prompt_ids = j["p"].get<std::vector<int64_t>>();
+    s.response_ids = j["r"].get<std::vector<int64_t>>();
+    s.rollout_logprobs = j["lp"].get<std::vector<float>>();
+    s.finish_reason = j["f"];
+    s.weights_version = j["v"];
+    s.masked = j["m"];
+    s.scored = true;
+    s.mask_reason = j["mr"];
+    s.reward = j["rw"];
+    s.correct = j["c"];
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+// ---- Trainer -----------------------------------------------------------------------------------
+
+Trainer::Trainer(TrainConfig config, AlgorithmHooks hooks, model::HybridModel policy, TrainerPorts ports,
+                 std::string run_dir)
+    : config_(std::move(config)), hooks_(std::move(hooks)), ports_(ports), run_dir_(std::move(run_dir)) {
+  LR_CHECK(ports_.collective != nullptr, "Trainer: a collective is required");
+  LR_CHECK(hooks_.loss && hooks_.advantages, "Trainer: algorithm hooks are incomplete");
+  const int64_t optimizer_steps = config_.trainer.total_steps * std::max<int64_t>(1, hooks_.updates_per_rollout);
+  policy_ = std::make_unique<PolicyTrainer>(std::move(policy), config_.optim, optimizer_steps, ports_.collective);
+  if (is_driver()) {
+    LR_CHECK(ports_.tasks && ports_.rollout && ports_.reward, "Trainer: the driver rank needs task, rollout and reward ports");
+  }
+}
+
+bool Trainer::is_driver() const { return ports_.collective->rank() == 0; }
+
+void Trainer::SetCounters(int64_t step, uint64_t weights_version, int64_t consumed_prompts, int64_t consumed_samples) {
+  step_ = step;
+  weights_version_ = weights_version;
+  consumed_prompts_ = consumed_prompts;
+  consumed_samples_ = consumed_samples;
+}
+
+Status Trainer::Run() {
+  auto log = Logger("trainer");
+  if (is_driver()) {
+    LR_ASSIGN_OR_RETURN(metrics_, MetricsLogger::Open(run_dir_, step_, config_.tensorboard));
+    log->info("algorithm: {}", hooks_.description);
+    // The rollout side must serve the current weights before the first step.
+    LR_RETURN_IF_ERROR(PublishWeights());
+  }
+  while (step_ < config_.trainer.total_steps) {
+    const int64_t step = step_ + 1;
+    LR_ASSIGN_OR_RETURN(StepMetrics metrics, Step(step));
+    step_ = step;
+    if (is_driver()) LR_RETURN_IF_ERROR(metrics_->Log(step, config_.trainer.total_steps, metrics));
+    if (after_step) LR_RETURN_IF_ERROR(after_step(step));
+  }
+  return Status::Ok();
+}
+
+StatusOr<StepMetrics> Trainer::Step(int64_t step) {
+  const auto step_start = Clock::now();
+  StepMetrics metrics;
+  std::vector<Sample> samples;
+  std::vector<PromptTask> tasks;
+  Status failure;
+  if (is_driver()) {
+    auto t = Clock::now();
+    failure = SamplePrompts(step, config_.rollout.prompts_per_step, &tasks);
+    metrics["time/sample_prompts_s"] = Seconds(t);
+    if (failure.ok()) {
+      t = Clock::now();
+      failure = Rollouts(step, tasks, 0, &samples);
+      metrics["time/rollout_s"] = Seconds(t);
+    }
+    if (failure.ok()) {
+      t = Clock::now();
+      failure = Rewards(tasks, &samples);
+      metrics["time/reward_s"] = Seconds(t);
+    }
+    if (failure.ok() && hooks_.dynamic_sampling) {
+      t = Clock::now();
+      failure = DynamicSampling(step, &tasks, &samples, &metrics);
+      metrics["time/dynamic_sampling_s"] = Seconds(t);
+    }
+    if (!failure.ok()) samples.clear();
+  }
+  // Every trainer rank learns whether the driver failed (an empty batch with a failure flag
+  // would otherwise leave the others waiting in a collective).
+  const double failed = ports_.collective->AllReduceSum({failure.ok() ? 0.0 : 1.0})[0];
+  if (failed > 0) {
+    if (!failure.ok()) return failure;
+    return Internal(StrCat("step ", step, ": the driver trainer rank failed (see its log)"));
+  }
+  auto t = Clock::now();
+  ShareBatch(&samples);
+  metrics["time/share_batch_s"] = Seconds(t);
+
+  // The global order: every usable sample, in sample order (identical on every rank).
+  std::vector<int64_t> order;
+  for (size_t i = 0; i < samples.size(); ++i)
+    if (!samples[i].masked && !samples[i].response_ids.empty()) order.push_back(static_cast<int64_t>(i));
+
+  t = Clock::now();
+  Advantages(&samples, &metrics);
+  metrics["time/advantages_s"] = Seconds(t);
+  t = Clock::now();
+  OldLogProbs(&samples, order, &metrics);
+  metrics["time/old_logprobs_s"] = Seconds(t);
+  t = Clock::now();
+  StepMetrics update = Update(&samples, order);
+  metrics.insert(update.begin(), update.end());
+  metrics["time/update_s"] = Seconds(t);
+  t = Clock::now();
+  if (is_driver()) LR_RETURN_IF_ERROR(PublishWeights());
+  metrics["time/publish_weights_s"] = Seconds(t);
+  SampleMetrics(samples, &metrics);
+  consumed_prompts_ += config_.rollout.prompts_per_step;
+  consumed_samples_ += static_cast<int64_t>(samples.size());
+  metrics["counters/consumed_prompts"] = static_cast<double>(consumed_prompts_);
+  metrics["counters/consumed_samples"] = static_cast<double>(consumed_samples_);
+  metrics["counters/weights_version"] = static_cast<double>(weights_version_);
+  const double step_s = Seconds(step_start);
+  metrics["time/step_s"] = step_s;
+  double tokens = 0;
+  for (const auto& s : samples) tokens += static_cast<double>(s.response_ids.size());
+  metrics["throughput/response_tokens_per_s"] = tokens / std::max(step_s, 1e-9);
+  return metrics;
+}
+
+Status Trainer::SamplePrompts(int64_t step, int64_t count, std::vector<PromptTask>* tasks) {
+  std::vector<PromptTask> next = ports_.tasks->Next(count);
+  if (static_cast<int64_t>(next.size()) != count) {
+    return Internal(StrCat("step ", step, ": task source returned ", next.size(), " prompts, expected ", count));
+  }
+  for (auto& t : next) {
+    if (t.prompt_ids.empty()) return InvalidArgument(StrCat("task '", t.task_id, "': empty prompt after tokenisation"));
+    tasks->push_back(std::move(t));
+  }
+  return Status::Ok();
+}
+
+Status Trainer::Rollouts(int64_t step, const std::vector<PromptTask>& tasks, int64_t group_offset,
+                         std::vector<Sample>* samples) {
+  std::vector<GenerationRequest> requests;
+  for (int64_t i = group_offset; i < static_cast<int64_t>(tasks.size()); ++i) {
+    GenerationRequest r;
+    r.request_id = static_cast<uint64_t>(i);
+    r.prompt_ids = tasks[i].prompt_ids;
+    r.num_samples = config_.rollout.samples_per_prompt;
+    r.seed = DeriveSeed(config_.trainer.seed, static_cast<uint64_t>(step), static_cast<uint64_t>(i), 0);
+    requests.push_back(std::move(r));
+  }
+  LR_ASSIGN_OR_RETURN(std::vector<Generation> gens, ports_.rollout->Generate(requests));
+  const size_t expected = requests.size() * static_cast<size_t>(config_.rollout.samples_per_prompt);
+  if (gens.size() != expected) {
+    return Internal(StrCat("rollout returned ", gens.size(), " samples, expected ", expected));
+  }
+  for (auto& g : gens) {
+    if (g.logprobs.size() != g.token_ids.size()) {
+      return DataLoss(StrCat("rollout sample (request ", g.request_id, ", sample ", g.sample_index, ") has ",
+                             g.logprobs.size(), " log-probs for ", g.token_ids.size(), " tokens"));
+    }
+    Sample s;
+    const int64_t task = static_cast<int64_t>(g.request_id);
+    s.sample_id = (static_cast<uint64_t>(step) << 32) | static_cast<uint64_t>(samples->size());
+    s.group = task;
+    s.task_index = task;
+    s.prompt_ids = tasks[task].prompt_ids;
+    s.response_ids = std::move(g.token_ids);
+    s.rollout_logprobs = std::move(g.logprobs);
+    s.finish_reason = g.finish_reason;
+    s.weights_version = g.weights_version;
+    s.response_text = std::move(g.text);
+    samples->push_back(std::move(s));
+  }
+  return Status::Ok();
+}
+
+Status Trainer::Rewards(const std::vector<PromptTask>& tasks, std::vector<Sample>* samples) {
+  std::vector<ScoreRequest> requests;
+  std::vector<size_t> which;
+  for (size_t i = 0; i < samples->size(); ++i) {
+    Sample& s = (*samples)[i];
+    if (s.scored) continue;  // scored in an earlier dynamic-sampling round
+    ScoreRequest r;
+    r.sample_id = s.sample_id;
+    r.verifier = tasks[s.task_index].verifier;
+    r.reference_json = tasks[s.task_index].reference_json;
+    r.prompt_text = tasks[s.task_index].prompt_text;
+    r.response_text = s.response_text;
+    r.finish_reason = s.finish_reason;
+    r.response_tokens = static_cast<int64_t>(s.response_ids.size());
+    requests.push_back(std::move(r));
+    which.push_back(i);
+  }
+  std::vector<RewardResult> results = ports_.reward->Score(requests, config_.reward.timeout_s);
+  if (results.size() != requests.size()) {
+    return Internal(StrCat("reward port returned ", results.size(), " results for ", requests.size(), " requests"));
+  }
+  for (size_t k = 0; k < results.size(); ++k) {
+    Sample& s = (*samples)[which[k]];
+    const RewardResult& r = results[k];
+    s.scored = true;
+    if (r.sample_id != s.sample_id) {
+      return Internal(StrCat("reward result ", k, " is for sample ", r.sample_id, ", expected ", s.sample_id));
+    }
+    if (!r.ok()) {
+      s.masked = true;
+      s.mask_reason = RewardErrorKindName(r.error().kind);
+      continue;
+    }
+    s.reward = r.score().value;
+    s.correct = r.score().verdict == Verdict::kCorrect;
+    // DAPO soft overlong punishment (Eq. 13) and overlong filtering.
+    const int64_t L = static_cast<int64_t>(s.response_ids.size());
+    const int64_t max_len = config_.rollout.max_response_len, buf = config_.reward.overlong_buffer_len;
+    if (buf > 0 && L > max_len - buf) {
+      s.reward += std::min(0.0, static_cast<double>(max_len - buf - L) / static_cast<double>(buf)) *
+                  config_.reward.overlong_penalty_factor;
+    }
+    if (config_.reward.overlong_filter && s.finish_reason == "max_tokens") {
+      s.masked = true;
+      s.mask_reason = "overlong_filter";
+    }
+  }
+  return Status::Ok();
+}
+
+Status Trainer::DynamicSampling(int64_t step, std::vector<PromptTask>* tasks, std::vector<Sample>* samples,
+                                StepMetrics* metrics) {
+  const int64_t wanted = config_.rollout.prompts_per_step;
+  auto kept_groups = [&]() {
+    std::map<int64_t, std::vector<double>> by_group;
+    for (const auto& s : *samples)
+      if (!s.masked) by_group[s.group].push_back(s.reward);
+    std::vector<int64_t> kept;
+    for (const auto& [g, rewards] : by_group) {
+      bool all_equal = std::all_of(rewards.begin(), rewards.end(), [&](double r) { return r == rewards.front(); });
+      if (rewards.size() >= 2 && !all_equal) kept.push_back(g);
+    }
+    return kept;
+  };
+  std::vector<int64_t> kept = kept_groups();
+  int64_t rounds = 1;
+  const int64_t first_round_groups = static_cast<int64_t>(tasks->size());
+  while (static_cast<int64_t>(kept.size()) < wanted) {
+    if (hooks_.max_gen_batches > 0 && rounds >= hooks_.max_gen_batches) {
+      int64_t correct = 0, total = 0;
+      for (const auto& s : *samples) {
+        total += !s.masked;
+        correct += !s.masked && s.correct;
+      }
+      return ResourceExhausted(StrCat(
+          "step ", step, ": dynamic sampling kept ", kept.size(), " of ", wanted, " groups after ", rounds,
+          " generation batches (algorithm.dynamic_sampling.max_gen_batches = ", hooks_.max_gen_batches,
+          "); accuracy over ", total, " samples = ", total ? static_cast<double>(correct) / total : 0.0,
+          " (all-correct or all-wrong groups are dropped; raise the cap, set it to 0 for unbounded, or change the data)"));
+    }
+    const int64_t offset = static_cast<int64_t>(tasks->size());
+    LR_RETURN_IF_ERROR(SamplePrompts(step, wanted - static_cast<int64_t>(kept.size()), tasks));
+    LR_RETURN_IF_ERROR(Rollouts(step, *tasks, offset, samples));
+    LR_RETURN_IF_ERROR(Rewards(*tasks, samples));
+    kept = kept_groups();
+    ++rounds;
+  }
+  const int64_t kept_before_trim = static_cast<int64_t>(kept.size());
+  kept.resize(wanted);
+  std::set<int64_t> keep(kept.begin(), kept.end());
+  std::vector<Sample> filtered;
+  for (auto& s : *samples)
+    if (keep.count(s.group)) filtered.push_back(std::move(s));
+  (*metrics)["dynamic_sampling/gen_batches"] = static_cast<double>(rounds);
+  (*metrics)["dynamic_sampling/groups_generated"] = static_cast<double>(tasks->size());
+  (*metrics)["dynamic_sampling/kept_group_frac"] =
+      static_cast<double>(kept_before_trim) / static_cast<double>(tasks->size());
+  (void)first_round_groups;
+  *samples = std::move(filtered);
+  return Status::Ok();
+}
+
+void Trainer::ShareBatch(std::vector<Sample>* samples) {
+  if (!ports_.batch_channel || ports_.collective->size() == 1) return;
+  std::string bytes;
+  if (is_driver()) bytes = EncodeSamples(*samples);
+  ports_.batch_channel->Broadcast(&bytes);
+  if (!is_driver()) *samples = DecodeSamples(bytes);
+}
+
+void Trainer::Advantages(std::vector<Sample>* samples, StepMetrics* metrics) {
+  std::vector<double> rewards;
+  std::vector<int64_t> groups;
+  std::vector<size_t> which;
+  for (size_t i = 0; i < samples->size(); ++i) {
+    const Sample& s = (*samples)[i];
+    if (s.masked) continue;
+    rewards.push_back(s.reward);
+    groups.push_back(s.group);
+    which.push_back(i);
+  }
+  std::vector<double> adv = rewards.empty() ? std::vector<double>{} : hooks_.advantages(rewards, groups);
+  LR_CHECK(adv.size() == rewards.size(), "advantage estimator returned ", adv.size(), " values for ", rewards.size());
+  double sum = 0, abs_sum = 0;
+  for (size_t k = 0; k < which.size(); ++k) {
+    Sample& s = (*samples)[which[k]];
+    s.advantages.assign(s.response_ids.size(), static_cast<float>(adv[k]));
+    sum += adv[k];
+    abs_sum += std::abs(adv[k]);
+  }
+  const double n = std::max<double>(1, static_cast<double>(which.size()));
+  (*metrics)["advantage/mean"] = sum / n;
+  (*metrics)["advantage/abs_mean"] = abs_sum / n;
+}
+
+void Trainer::OldLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics) {
+  const int rank = ports_.collective->rank(), world = ports_.collective->size();
+  const int64_t total = static_cast<int64_t>(order.size());
+  const int64_t updates = std::min<int64_t>(std::max<int64_t>(1, hooks_.updates_per_rollout), std::max<int64_t>(1, total));
+  // The samples this rank trains (the same assignment as PolicyTrainer::Update).
+  std::vector<int64_t> mine;
+  for (int64_t m = 0; m < updates; ++m) {
+    const int64_t begin = total * m / updates, end = total * (m + 1) / updates;
+    for (int64_t i = begin; i < end; ++i)
+      if ((i - begin) % world == rank) mine.push_back(order[i]);
+  }
+  UpdateOptions opts;
+  opts.micro_batch_tokens = config_.trainer.micro_batch_tokens;
+  opts.temperature = config_.rollout.temperature;
+  if (hooks_.recompute_old_logprobs) {
+    policy_->ComputeLogProbs(*samples, mine, opts, /*write_old=*/true);
+  } else {
+    for (int64_t i : mine) (*samples)[i].old_logprobs = (*samples)[i].rollout_logprobs;
+  }
+  // Train/infer mismatch: |rollout logp - trainer logp| (meaningful when recomputed).
+  double sum = 0, count = 0, mx = 0;
+  for (int64_t i : mine) {
+    const Sample& s = (*samples)[i];
+    for (size_t k = 0; k < s.old_logprobs.size(); ++k) {
+      const double d = std::abs(static_cast<double>(s.old_logprobs[k]) - s.rollout_logprobs[k]);
+      sum += d;
+      count += 1;
+      mx = std::max(mx, d);
+    }
+  }
+  auto sums = ports_.collective->AllReduceSum({sum, count});
+  auto maxes = ports_.collective->AllReduceMax({mx});
+  (*metrics)["logp/rollout_vs_trainer_abs_mean"] = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+  (*metrics)["logp/rollout_vs_trainer_abs_max"] = maxes[0];
+}
+
+StepMetrics Trainer::Update(std::vector<Sample>* samples, const std::vector<int64_t>& order) {
+  UpdateOptions opts;
+  opts.updates_per_rollout = hooks_.updates_per_rollout;
+  opts.micro_batch_tokens = config_.trainer.micro_batch_tokens;
+  opts.temperature = config_.rollout.temperature;
+  opts.metric_names = hooks_.metric_names;
+  return policy_->Update(*samples, order, opts, hooks_.loss);
+}
+
+Status Trainer::PublishWeights() {
+  model::NamedTensors weights;
+  for (const auto& item : policy_->model()->named_parameters()) weights[item.key()] = item.value().detach();
+  ++weights_version_;
+  return ports_.rollout->PublishWeights(weights, weights_version_);
+}
+
+void Trainer::SampleMetrics(const std::vector<Sample>& samples, StepMetrics* metrics) {
+  double n = 0, reward = 0, correct = 0, len = 0, len_max = 0, truncated = 0, repetition = 0;
+  std::map<std::string, double> masked;
+  for (const auto& s : samples) {
+    const double L = static_cast<double>(s.response_ids.size());
+    len += L;
+    len_max = std::max(len_max, L);
+    truncated += s.finish_reason == "max_tokens";
+    repetition += s.finish_reason == "repetition";
+    if (s.masked) {
+      masked[s.mask_reason] += 1;
+      continue;
+    }
+    n += 1;
+    reward += s.reward;
+    correct += s.correct;
+  }
+  const double total = std::max<double>(1, static_cast<double>(samples.size()));
+  (*metrics)["reward/mean"] = n > 0 ? reward / n : 0.0;
+  (*metrics)["reward/accuracy"] = n > 0 ? correct / n : 0.0;
+  (*metrics)["reward/all_zero"] = (n > 0 && reward == 0.0) ? 1.0 : 0.0;
+  (*metrics)["samples/total"] = static_cast<double>(samples.size());
+  (*metrics)["samples/masked"] = static_cast<double>(samples.size()) - n;
+  for (const auto& [reason, count] : masked) (*metrics)["samples/masked_" + reason] = count;
+  (*metrics)["response/length_mean"] = len / total;
+  (*metrics)["response/length_max"] = len_max;
+  (*metrics)["response/truncated_frac"] = truncated / total;
+  (*metrics)["response/repetition_frac"] = repetition / total;
+}
+
+}  // namespace lightrl::trainer

@@ -1,0 +1,109 @@
+// Trainer: the RL step loop of one trainer rank (all trainer ranks run it in lockstep; rank 0
+// of the trainer group drives rollouts and rewards through the ports and shares the batch).
+//
+//   SamplePrompts -> Rollouts (G per prompt) -> Rewards -> DynamicSampling (bounded refill)
+//   -> OldLogProbs (recompute | rollout) -> Advantages -> Update (mini-batches, all-reduce)
+//   -> PublishWeights -> Metrics -> Checkpoint
+//
+// One private method per phase, each timed ("time/<phase>_s" in the metrics). Every source of
+// randomness is derived from trainer.seed and the step index, so a synchronous run is
+// deterministic on CPU and a resumed run replays exactly.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "trainer/interfaces.h"
+#include "trainer/metrics.h"
+#include "trainer/policy_trainer.h"
+#include "trainer/train_config.h"
+
+namespace lightrl::trainer {
+
+// The algorithm as the loop needs it, built from the `algorithm:` block (algorithm_hooks.cc).
+struct AlgorithmHooks {
+  std::string name;                  // recipe name for logs
+  int64_t updates_per_rollout = 1;
+  bool recompute_old_logprobs = true;  // old_logprob_source: recompute | rollout
+  bool dynamic_sampling = false;
+  int64_t max_gen_batches = 0;       // dynamic-sampling refill cap (0 = unbounded)
+  // rewards [n] of the unmasked samples, group ids [n] -> advantages [n] (scalar per sample).
+  std::function<std::vector<double>(const std::vector<double>& rewards, const std::vector<int64_t>& groups)>
+      advantages;
+  LossFn loss;
+  std::vector<std::string> metric_names;  // names the loss reports (same on every rank)
+  std::string description;           // resolved knobs, logged once at start-up
+};
+
+// Trainer-group collective used to share the driver's batch (serialised samples).
+class BatchChannel {
+ public:
+  virtual ~BatchChannel() = default;
+  // Rank 0's bytes are delivered to every trainer rank (in-place on the others).
+  virtual void Broadcast(std::string* bytes) = 0;
+};
+
+struct TrainerPorts {
+  TaskFeed* tasks = nullptr;      // rank 0 only
+  RolloutPort* rollout = nullptr; // rank 0 only
+  RewardPort* reward = nullptr;   // rank 0 only
+  Collective* collective = nullptr;
+  BatchChannel* batch_channel = nullptr;  // null when there is one trainer rank
+};
+
+class Trainer {
+ public:
+  Trainer(TrainConfig config, AlgorithmHooks hooks, model::HybridModel policy, TrainerPorts ports,
+          std::string run_dir);
+
+  // Runs steps [start_step + 1, total_steps]. Returns non-OK on an unrecoverable error.
+  Status Run();
+
+  // One step (exposed for tests). Returns its metrics (on every trainer rank).
+  StatusOr<StepMetrics> Step(int64_t step);
+
+  PolicyTrainer& policy() { return *policy_; }
+  int64_t step() const { return step_; }
+  uint64_t weights_version() const { return weights_version_; }
+  // Restores counters after a checkpoint load (trainer/checkpoint.h).
+  void SetCounters(int64_t step, uint64_t weights_version, int64_t consumed_prompts, int64_t consumed_samples);
+  int64_t consumed_prompts() const { return consumed_prompts_; }
+  int64_t consumed_samples() const { return consumed_samples_; }
+
+  // Called after each step's metrics (checkpoint hook; may be empty). Returns false to stop.
+  std::function<Status(int64_t step)> after_step;
+
+ private:
+  bool is_driver() const;
+  Status SamplePrompts(int64_t step, int64_t count, std::vector<PromptTask>* tasks);
+  Status Rollouts(int64_t step, const std::vector<PromptTask>& tasks, int64_t group_offset,
+                  std::vector<Sample>* samples);
+  Status Rewards(const std::vector<PromptTask>& tasks, std::vector<Sample>* samples);
+  Status DynamicSampling(int64_t step, std::vector<PromptTask>* tasks, std::vector<Sample>* samples,
+                         StepMetrics* metrics);
+  void ShareBatch(std::vector<Sample>* samples);
+  void OldLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics);
+  void Advantages(std::vector<Sample>* samples, StepMetrics* metrics);
+  StepMetrics Update(std::vector<Sample>* samples, const std::vector<int64_t>& order);
+  Status PublishWeights();
+  void SampleMetrics(const std::vector<Sample>& samples, StepMetrics* metrics);
+
+  TrainConfig config_;
+  AlgorithmHooks hooks_;
+  TrainerPorts ports_;
+  std::string run_dir_;
+  std::unique_ptr<PolicyTrainer> policy_;
+  std::unique_ptr<MetricsLogger> metrics_;
+  int64_t step_ = 0;
+  uint64_t weights_version_ = 0;
+  int64_t consumed_prompts_ = 0;
+  int64_t consumed_samples_ = 0;
+};
+
+// Serialisation of samples for BatchChannel (msgpack via nlohmann::json).
+std::string EncodeSamples(const std::vector<Sample>& samples);
+std::vector<Sample> DecodeSamples(const std::string& bytes);
+
+}  // namespace lightrl::trainer

@@ -1,5 +1,7 @@
 #include "model/hybrid_model.h"
 
+#include <algorithm>
+
 #include "core/check.h"
 
 namespace lightrl::model {
@@ -12,6 +14,40 @@ int64_t TensorBytes(const torch::Tensor& t) {
 
 torch::Tensor SelectIfDefined(const torch::Tensor& t, const torch::Tensor& rows) {
   return t.defined() ? t.index_select(0, rows.to(t.device())) : t;
+}
+
+// `like` with its first dim replaced by `rows` (shape of an undefined side, materialised).
+std::vector<int64_t> RowsLike(const torch::Tensor& like, int64_t rows) {
+  std::vector<int64_t> shape = like.sizes().vec();
+  shape[0] = rows;
+  return shape;
+}
+
+// Pads a KV tensor [B, Hkv, cap, D] with zeros along dim 2 to `capacity` (>= cap).
+torch::Tensor PadCapacity(const torch::Tensor& kv, int64_t capacity) {
+  const int64_t extra = capacity - kv.size(2);
+  return extra > 0 ? torch::constant_pad_nd(kv, {0, 0, 0, extra}) : kv;
+}
+
+// Row-concatenation of a [na, ...] and b [nb, ...] where either may be undefined (= zeros).
+torch::Tensor CatRows(const torch::Tensor& a, int64_t na, const torch::Tensor& b, int64_t nb) {
+  if (!a.defined() && !b.defined()) return a;
+  torch::Tensor x = a.defined() ? a : torch::zeros(RowsLike(b, na), b.options());
+  torch::Tensor y = b.defined() ? b : torch::zeros(RowsLike(a, nb), a.options());
+  return torch::cat({x, y}, 0);
+}
+
+// Same for KV caches [n, Hkv, cap, D] whose capacities may differ.
+torch::Tensor CatKv(const torch::Tensor& a, int64_t na, const torch::Tensor& b, int64_t nb) {
+  if (!a.defined() && !b.defined()) return a;
+  torch::Tensor x = a.defined() ? a : torch::zeros(RowsLike(b, na), b.options());
+  torch::Tensor y = b.defined() ? b : torch::zeros(RowsLike(a, nb), a.options());
+  const int64_t capacity = std::max(x.size(2), y.size(2));
+  return torch::cat({PadCapacity(x, capacity), PadCapacity(y, capacity)}, 0);
+}
+
+torch::Tensor LengthsOrZeros(const torch::Tensor& lengths, int64_t rows) {
+  return lengths.defined() ? lengths : torch::zeros({rows}, torch::kLong);
 }
 
 }  // namespace
@@ -36,6 +72,75 @@ void ModelCache::SelectRows(const torch::Tensor& rows) {
     layer.softmax.lengths = SelectIfDefined(layer.softmax.lengths, rows);
   }
   batch = rows.size(0);
+}
+
+void ModelCache::AppendRows(const ModelCache& other) {
+  if (other.batch == 0) return;
+  if (batch == 0) {
+    // Take copies so that later in-place updates of this cache never reach `other`.
+    *this = other;
+    SelectRows(torch::arange(other.batch, torch::kLong));
+    return;
+  }
+  LR_CHECK(layers.size() == other.layers.size(), "ModelCache::AppendRows: caches have ", layers.size(), " and ",
+           other.layers.size(), " layers");
+  for (size_t l = 0; l < layers.size(); ++l) {
+    LayerCache& a = layers[l];
+    const LayerCache& b = other.layers[l];
+    a.lightning.state = CatRows(a.lightning.state, batch, b.lightning.state, other.batch);
+    a.softmax.k = CatKv(a.softmax.k, batch, b.softmax.k, other.batch);
+    a.softmax.v = CatKv(a.softmax.v, batch, b.softmax.v, other.batch);
+    if (a.softmax.lengths.defined() || b.softmax.lengths.defined()) {
+      a.softmax.lengths = torch::cat(
+          {LengthsOrZeros(a.softmax.lengths, batch), LengthsOrZeros(b.softmax.lengths, other.batch)}, 0);
+    }
+  }
+  batch += other.batch;
+  tokens = std::max(tokens, other.tokens);
+}
+
+void ModelCache::CopyRowsFrom(const ModelCache& src, const torch::Tensor& src_rows, const torch::Tensor& dst_rows) {
+  LR_CHECK(src_rows.dim() == 1 && dst_rows.dim() == 1 && src_rows.scalar_type() == torch::kLong &&
+               dst_rows.scalar_type() == torch::kLong && src_rows.size(0) == dst_rows.size(0),
+           "ModelCache::CopyRowsFrom: src_rows and dst_rows must be [R] int64 of equal length");
+  LR_CHECK(batch > 0 && layers.size() == src.layers.size(), "ModelCache::CopyRowsFrom: destination holds ", batch,
+           " rows and ", layers.size(), " layers, source ", src.layers.size(), " layers");
+  if (src_rows.size(0) == 0) return;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    LayerCache& d = layers[l];
+    const LayerCache& s = src.layers[l];
+    // Lightning state: undefined source rows are zeros.
+    if (s.lightning.state.defined()) {
+      if (!d.lightning.state.defined()) d.lightning.state = torch::zeros(RowsLike(s.lightning.state, batch),
+                                                                         s.lightning.state.options());
+      const torch::Tensor dr = dst_rows.to(d.lightning.state.device());
+      d.lightning.state.index_copy_(0, dr, s.lightning.state.index_select(0, src_rows.to(s.lightning.state.device())));
+    } else if (d.lightning.state.defined()) {
+      d.lightning.state.index_fill_(0, dst_rows.to(d.lightning.state.device()), 0);
+    }
+    // Softmax KV cache: copy the rows' valid prefixes; grow capacity if needed.
+    if (s.softmax.k.defined()) {
+      const torch::Tensor src_len = LengthsOrZeros(s.softmax.lengths, src.batch).index_select(0, src_rows.cpu());
+      const int64_t needed = src_len.numel() ? src_len.max().item<int64_t>() : 0;
+      if (!d.softmax.k.defined()) {
+        d.softmax.k = torch::zeros(RowsLike(s.softmax.k, batch), s.softmax.k.options());
+        d.softmax.v = torch::zeros(RowsLike(s.softmax.v, batch), s.softmax.v.options());
+      }
+      if (d.softmax.k.size(2) < needed) {
+        d.softmax.k = PadCapacity(d.softmax.k, needed);
+        d.softmax.v = PadCapacity(d.softmax.v, needed);
+      }
+      const int64_t n = std::min(d.softmax.k.size(2), s.softmax.k.size(2));
+      const torch::Tensor sr = src_rows.to(s.softmax.k.device()), dr = dst_rows.to(d.softmax.k.device());
+      d.softmax.k.narrow(2, 0, n).index_copy_(0, dr, s.softmax.k.index_select(0, sr).narrow(2, 0, n));
+      d.softmax.v.narrow(2, 0, n).index_copy_(0, dr, s.softmax.v.index_select(0, sr).narrow(2, 0, n));
+      if (!d.softmax.lengths.defined()) d.softmax.lengths = torch::zeros({batch}, torch::kLong);
+      d.softmax.lengths.index_copy_(0, dst_rows.cpu(), src_len);
+    } else if (d.softmax.lengths.defined()) {
+      d.softmax.lengths.index_fill_(0, dst_rows.cpu(), 0);
+    }
+  }
+  tokens = std::max(tokens, src.tokens);
 }
 
 // ---- DecoderLayer ----------------------------------------------------------------------------

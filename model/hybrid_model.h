@@ -42,7 +42,24 @@ struct ModelCache {
   // Bytes held by the cache tensors (lightning states + KV caches incl. spare capacity).
   int64_t bytes() const;
   // Keeps only rows `rows` (in that order); for dropping finished sequences. rows: [R] int64.
+  // Rows may repeat (replicates a row, e.g. one prefill shared by G samples). The result holds
+  // freshly allocated tensors (index_select), so it shares no storage with the old cache.
   void SelectRows(const torch::Tensor& rows);
+
+  // Appends `other`'s rows after this cache's rows (admitting new sequences into a batch).
+  // Rows may hold different lengths: softmax KV caches are padded along capacity (dim 2) to the
+  // larger capacity (padding is never read: lengths are per row); an undefined lightning state or
+  // KV cache on one side is materialised as zeros / empty. An empty cache (batch == 0) takes
+  // copies of other's tensors. tokens becomes max(tokens, other.tokens) (not meaningful once
+  // rows of different lengths are merged). REQUIRES: same layer count and model.
+  void AppendRows(const ModelCache& other);
+
+  // Overwrites rows dst_rows[i] of this cache with rows src_rows[i] of `src`, in place (reusing
+  // the slot of a finished sequence for a new one without copying the other rows). Grows this
+  // cache's KV capacity if a copied row needs more. src_rows, dst_rows: [R] int64, dst_rows
+  // distinct. REQUIRES: this cache was produced by forward()/SelectRows/AppendRows (it owns its
+  // tensors: a shallow copy of another cache would be modified too).
+  void CopyRowsFrom(const ModelCache& src, const torch::Tensor& src_rows, const torch::Tensor& dst_rows);
 };
 
 // DeepNorm post-norm decoder layer (hybrid_model.md §2):

@@ -1,2 +1,505 @@
-// Placeholder: implementation in progress.
-#include "model/layers.h"
+// Lightning attention ops: see model/lightning_ops.h for the contract and the math.
+//
+// Implementation notes.
+// - Layout. q, k, v are copied once into a block-major layout [nb, B, H, m, D] (zero-padded to
+//   whole blocks), so that any run of consecutive blocks is one contiguous [G*B*H, m, D] batch
+//   for bmm. Outputs are copied back once.
+// - Generic block coefficients. Every block b carries its own row/column decay vectors a_b, c_b
+//   and its state decay bd_b (the "Plan"). For a single sequence they are λ^{i+1}, λ^{m_b-1-j},
+//   λ^{m_b}, where only the last (partial) block differs. Packed documents reuse the same
+//   algorithm with masked coefficients (below), so there is one forward and one backward.
+// - Groups. Blocks are processed in groups of G blocks so the m×m score temporaries stay a few
+//   MB (cache friendly, bounded memory); the state scan is a loop over blocks.
+// - Packed documents (cu_seqlens). With doc(p) the document of position p (-1 for padding),
+//   prev_b = doc(first position of block b, minus one) and last_b = doc(last valid position):
+//     a_{b,i} = λ^{i+1}·[doc(i) = prev_b]      (rows that continue the incoming state)
+//     c_{b,j} = λ^{m_b-1-j}·[doc(j) = last_b]  (only the block's last document feeds S_b)
+//     bd_b    = λ^{m_b}·[last_b = prev_b]      (the state survives the block only if no
+//                                               document starts inside it)
+//     intra mask Dm_ij·[doc(i) = doc(j)]
+//   so S_b is always the state of the document owning the block's last token, and nothing
+//   crosses a boundary. This is exact, needs no padding per document, and the backward (a
+//   linear function of the same coefficients) is unchanged.
+#include "model/lightning_ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/check.h"
+
+namespace lightrl::model {
+
+// ---- slopes ------------------------------------------------------------------------------
+
+namespace {
+
+// get_slopes' inner pow2(n): start = 2^(-(2^-(log2 n - 3))), slopes = start * start^i.
+std::vector<double> SlopesPow2(int64_t n) {
+  const double start = std::pow(2.0, -std::pow(2.0, -(std::log2(static_cast<double>(n)) - 3.0)));
+  std::vector<double> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out[static_cast<size_t>(i)] = start * std::pow(start, static_cast<double>(i));
+  return out;
+}
+
+}  // namespace
+
+std::vector<double> AlibiSlopes(int64_t num_heads) {
+  LR_CHECK(num_heads >= 1, "AlibiSlopes: num_heads must be >= 1, got ", num_heads);
+  const double l2 = std::log2(static_cast<double>(num_heads));
+  if (l2 == std::floor(l2)) return SlopesPow2(num_heads);
+  const int64_t closest = int64_t{1} << static_cast<int64_t>(std::floor(l2));
+  std::vector<double> out = SlopesPow2(closest);
+  const std::vector<double> extra = AlibiSlopes(2 * closest);
+  for (int64_t i = 0; i < num_heads - closest; ++i) out.push_back(extra[static_cast<size_t>(2 * i)]);
+  return out;
+}
+
+double LightningLayerFactor(int64_t layer_idx, int64_t num_layers) {
+  LR_CHECK(num_layers >= 1 && layer_idx >= 0 && layer_idx < num_layers,
+           "LightningLayerFactor: layer_idx ", layer_idx, " out of range for num_layers ", num_layers);
+  const double ratio =
+      num_layers == 1 ? 0.0 : static_cast<double>(layer_idx) / static_cast<double>(num_layers - 1);
+  return 1.0 - ratio + 1e-5;  // same evaluation order as M1-MOD: (1 - idx/(L-1)) + 1e-5
+}
+
+torch::Tensor LightningSlopes(int64_t num_heads, int64_t layer_idx, int64_t num_layers) {
+  const std::vector<double> s = AlibiSlopes(num_heads);
+  const float factor = static_cast<float>(LightningLayerFactor(layer_idx, num_layers));
+  torch::Tensor out = torch::empty({num_heads}, torch::kFloat32);
+  float* p = out.data_ptr<float>();
+  // torch: fp32 tensor * python float multiplies in fp32.
+  for (int64_t h = 0; h < num_heads; ++h) p[h] = static_cast<float>(s[static_cast<size_t>(h)]) * factor;
+  return out;
+}
+
+// ---- chunked algorithm ---------------------------------------------------------------------
+
+namespace {
+
+using torch::Tensor;
+using torch::indexing::Slice;
+
+// Target elements of one group's [G*B*H, m, m] score temporary (8 MB in fp32).
+constexpr int64_t kGroupScoreElems = int64_t{1} << 21;
+
+struct Plan {
+  int64_t B = 0, H = 0, T = 0, D = 0;
+  int64_t blk = 0;     // block size m (<= T)
+  int64_t nb = 0;      // number of blocks, ceil(T / m)
+  int64_t nfull = 0;   // number of full blocks
+  int64_t group = 1;   // blocks per group
+  bool multi_doc = false;
+  Tensor a;      // [nb, 1, H, m, 1] row decays of the inter-block term
+  Tensor c;      // [nb, 1, H, m, 1] column decays of the block's state contribution
+  Tensor bd;     // [nb, 1, H, 1, 1] state decay across the block
+  Tensor dmask;  // [1, H, m, m] intra-block causal decay mask λ^{i-j}[i>=j]
+  Tensor docid;  // [nb, m] int64 document of each padded position (multi_doc only)
+};
+
+Plan MakePlan(int64_t B, int64_t H, int64_t T, int64_t D, int64_t block_size,
+              const std::vector<int64_t>& cu_seqlens, const Tensor& slopes_w) {
+  Plan p;
+  p.B = B, p.H = H, p.T = T, p.D = D;
+  p.blk = std::min(block_size, T);
+  p.nb = (T + p.blk - 1) / p.blk;
+  p.nfull = T / p.blk;
+  p.group = std::clamp<int64_t>(kGroupScoreElems / std::max<int64_t>(1, B * H * p.blk * p.blk), 1, p.nb);
+  const int64_t m = p.blk, nb = p.nb;
+
+  // Document of every padded position (CPU, O(T)).
+  std::vector<int64_t> doc(static_cast<size_t>(nb * m), -1);
+  int64_t non_empty = 0;
+  if (cu_seqlens.empty()) {
+    std::fill(doc.begin(), doc.begin() + T, 0);
+    non_empty = 1;
+  } else {
+    for (size_t d = 0; d + 1 < cu_seqlens.size(); ++d) {
+      if (cu_seqlens[d + 1] > cu_seqlens[d]) ++non_empty;
+      std::fill(doc.begin() + cu_seqlens[d], doc.begin() + cu_seqlens[d + 1], static_cast<int64_t>(d));
+    }
+  }
+  p.multi_doc = non_empty > 1;
+
+  // Per-block masks and exponents (fp64 host buffers; exact small integers).
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  Tensor amask = torch::zeros({nb, 1, m}, f64), cmask = torch::zeros({nb, 1, m}, f64);
+  Tensor cexp = torch::zeros({nb, 1, m}, f64), bdmask = torch::zeros({nb, 1}, f64), bdexp = torch::zeros({nb, 1}, f64);
+  double* am = amask.data_ptr<double>();
+  double* cm = cmask.data_ptr<double>();
+  double* ce = cexp.data_ptr<double>();
+  double* bm = bdmask.data_ptr<double>();
+  double* be = bdexp.data_ptr<double>();
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t p0 = b * m, mb = std::min(m, T - p0);
+    const int64_t prev = b == 0 ? doc[0] : doc[static_cast<size_t>(p0 - 1)];
+    const int64_t last = doc[static_cast<size_t>(p0 + mb - 1)];
+    for (int64_t i = 0; i < mb; ++i) {
+      const int64_t di = doc[static_cast<size_t>(p0 + i)];
+      am[b * m + i] = di == prev ? 1.0 : 0.0;
+      cm[b * m + i] = di == last ? 1.0 : 0.0;
+      ce[b * m + i] = static_cast<double>(mb - 1 - i);
+    }
+    bm[b] = last == prev ? 1.0 : 0.0;
+    be[b] = static_cast<double>(mb);
+  }
+  const auto wopt = slopes_w.options();
+  const Tensor s = slopes_w.view({1, H, 1});                           // [1, H, 1]
+  const Tensor idx = torch::arange(m, wopt);                           // [m]
+  const Tensor a_base = torch::exp(-s * (idx + 1).view({1, 1, m}));   // [1, H, m]  λ^{i+1}
+  p.a = (amask.to(wopt) * a_base).view({nb, 1, H, m, 1});
+  p.c = (torch::exp(-s * cexp.to(wopt)) * cmask.to(wopt)).view({nb, 1, H, m, 1});
+  p.bd = (torch::exp(-slopes_w.view({1, H}) * bdexp.to(wopt)) * bdmask.to(wopt)).view({nb, 1, H, 1, 1});
+  const Tensor diff = idx.view({m, 1}) - idx.view({1, m});             // i - j
+  p.dmask = torch::where(diff.view({1, m, m}) >= 0, torch::exp(-s.view({H, 1, 1}) * diff.clamp_min(0).view({1, m, m})),
+                         torch::zeros({}, wopt))
+                .view({1, H, m, m});
+  if (p.multi_doc) {
+    p.docid = torch::from_blob(doc.data(), {nb, m}, torch::kInt64).clone().to(slopes_w.device());
+  }
+  return p;
+}
+
+// [B, H, T, D] (any strides) -> [nb, B, H, m, D] contiguous, zero-padded.
+Tensor ToBlockMajor(const Plan& p, const Tensor& x) {
+  Tensor out = torch::empty({p.nb, p.B, p.H, p.blk, p.D}, x.options().memory_format(torch::MemoryFormat::Contiguous));
+  if (p.nfull > 0) {
+    out.narrow(0, 0, p.nfull)
+        .copy_(x.narrow(2, 0, p.nfull * p.blk).reshape({p.B, p.H, p.nfull, p.blk, p.D}).permute({2, 0, 1, 3, 4}));
+  }
+  if (p.nfull < p.nb) {
+    const int64_t rem = p.T - p.nfull * p.blk;
+    Tensor last = out.select(0, p.nb - 1);  // [B, H, m, D]
+    last.zero_();
+    last.narrow(2, 0, rem).copy_(x.narrow(2, p.nfull * p.blk, rem));
+  }
+  return out;
+}
+
+// [nb, B, H, m, D] -> [B, H, T, D] view of a [B, T, H, D]-contiguous tensor (so the layer's
+// transpose back to [B, T, H*D] is free).
+Tensor FromBlockMajor(const Plan& p, const Tensor& y) {
+  Tensor bthd = torch::empty({p.B, p.T, p.H, p.D}, y.options());
+  Tensor out = bthd.permute({0, 2, 1, 3});  // [B, H, T, D]
+  if (p.nfull > 0) {
+    out.narrow(2, 0, p.nfull * p.blk)
+        .view({p.B, p.H, p.nfull, p.blk, p.D})
+        .copy_(y.narrow(0, 0, p.nfull).permute({1, 2, 0, 3, 4}));
+  }
+  if (p.nfull < p.nb) {
+    const int64_t rem = p.T - p.nfull * p.blk;
+    out.narrow(2, p.nfull * p.blk, rem).copy_(y.select(0, p.nb - 1).narrow(2, 0, rem));
+  }
+  return out;
+}
+
+// Multiplies scores [G*B*H, m, m] of blocks [g0, g0+G) by the intra-block mask in place.
+void ApplyIntraMask(const Plan& p, Tensor& scores, int64_t g0, int64_t G) {
+  scores.view({G * p.B, p.H, p.blk, p.blk}).mul_(p.dmask);
+  if (p.multi_doc) {
+    const Tensor d = p.docid.narrow(0, g0, G);                             // [G, m]
+    const Tensor same = (d.unsqueeze(2) == d.unsqueeze(1)).to(scores.scalar_type());  // [G, m, m]
+    scores.view({G, p.B * p.H, p.blk, p.blk}).mul_(same.unsqueeze(1));
+  }
+}
+
+struct ForwardResult {
+  Tensor out;     // [nb, B, H, m, D]
+  Tensor states;  // [nb + 1, B, H, D, D] (states[b] = S_{b-1}, states[nb] = final); if kept
+  Tensor final_state;  // [B, H, D, D]
+};
+
+// The chunked forward on block-major Q, K, V. s0: [B, H, D, D] or undefined.
+ForwardResult ForwardBlocks(const Plan& p, const Tensor& Q, const Tensor& K, const Tensor& V, const Tensor& s0,
+                            bool keep_states) {
+  const int64_t B = p.B, H = p.H, m = p.blk, D = p.D;
+  ForwardResult r;
+  r.out = torch::empty_like(Q);
+  Tensor S = s0.defined() ? s0.contiguous() : torch::zeros({B, H, D, D}, Q.options());
+  if (keep_states) {
+    r.states = torch::empty({p.nb + 1, B, H, D, D}, Q.options());
+    r.states.select(0, 0).copy_(S);
+  }
+  for (int64_t g0 = 0; g0 < p.nb; g0 += p.group) {
+    const int64_t G = std::min(p.group, p.nb - g0), n = G * B * H;
+    const Tensor Qg = Q.narrow(0, g0, G), Kg = K.narrow(0, g0, G), Vg = V.narrow(0, g0, G);  // [G,B,H,m,D]
+    const Tensor Q3 = Qg.view({n, m, D}), K3 = Kg.view({n, m, D}), V3 = Vg.view({n, m, D});
+    // Block contributions to the state: KV_b = (K_b ⊙ c_b)ᵀ V_b.
+    const Tensor KV = torch::bmm((Kg * p.c.narrow(0, g0, G)).view({n, m, D}).transpose(1, 2), V3)
+                          .view({G, B, H, D, D});
+    // Scan: buf[i] = S_{g0+i-1}, buf[i+1] = bd * buf[i] + KV_i.
+    Tensor buf;
+    if (keep_states) {
+      buf = r.states.narrow(0, g0, G + 1);
+    } else {
+      buf = torch::empty({G + 1, B, H, D, D}, Q.options());
+      buf.select(0, 0).copy_(S);
+    }
+    for (int64_t i = 0; i < G; ++i) {
+      Tensor dst = buf.select(0, i + 1);
+      torch::addcmul_out(dst, KV.select(0, i), p.bd.select(0, g0 + i), buf.select(0, i));
+    }
+    S = buf.select(0, G);
+    // Intra-block: [(Q Kᵀ) ⊙ Dm] V; inter-block: (Q ⊙ a) S_{b-1}.
+    Tensor A = torch::bmm(Q3, K3.transpose(1, 2));  // [n, m, m]
+    ApplyIntraMask(p, A, g0, G);
+    Tensor O3 = r.out.narrow(0, g0, G).view({n, m, D});
+    torch::bmm_out(O3, A, V3);
+    O3.baddbmm_((Qg * p.a.narrow(0, g0, G)).view({n, m, D}), buf.narrow(0, 0, G).view({n, D, D}));
+  }
+  r.final_state = S;
+  return r;
+}
+
+struct BackwardResult {
+  Tensor dQ, dK, dV;  // [nb, B, H, m, D]
+  Tensor dS0;         // [B, H, D, D]
+};
+
+// Chunked backward (hybrid_model.md §3.7). dO: block-major; states from ForwardBlocks;
+// dS_final: [B, H, D, D] or undefined (zero).
+BackwardResult BackwardBlocks(const Plan& p, const Tensor& Q, const Tensor& K, const Tensor& V, const Tensor& dO,
+                              const Tensor& states, const Tensor& dS_final) {
+  const int64_t B = p.B, H = p.H, m = p.blk, D = p.D;
+  BackwardResult r;
+  r.dQ = torch::empty_like(Q);
+  r.dK = torch::empty_like(Q);
+  r.dV = torch::empty_like(Q);
+  Tensor dS = dS_final.defined() ? dS_final.contiguous() : torch::zeros({B, H, D, D}, Q.options());
+  const int64_t ngroups = (p.nb + p.group - 1) / p.group;
+  for (int64_t gi = ngroups - 1; gi >= 0; --gi) {
+    const int64_t g0 = gi * p.group, G = std::min(p.group, p.nb - g0), n = G * B * H;
+    const Tensor Qg = Q.narrow(0, g0, G), Kg = K.narrow(0, g0, G), Vg = V.narrow(0, g0, G);
+    const Tensor Q3 = Qg.view({n, m, D}), K3 = Kg.view({n, m, D}), V3 = Vg.view({n, m, D});
+    const Tensor dO3 = dO.narrow(0, g0, G).view({n, m, D});
+    const Tensor a = p.a.narrow(0, g0, G), c = p.c.narrow(0, g0, G);
+    // Reverse scan: dbuf[i+1] = dS_{g0+i} (gradient of the state after block g0+i),
+    // dbuf[i] = bd_{g0+i} dbuf[i+1] + (Q ⊙ a)ᵀ dO of block g0+i.
+    const Tensor Gm = torch::bmm((Qg * a).view({n, m, D}).transpose(1, 2), dO3).view({G, B, H, D, D});
+    Tensor dbuf = torch::empty({G + 1, B, H, D, D}, Q.options());
+    dbuf.select(0, G).copy_(dS);
+    for (int64_t i = G - 1; i >= 0; --i) {
+      Tensor dst = dbuf.select(0, i);
+      torch::addcmul_out(dst, Gm.select(0, i), p.bd.select(0, g0 + i), dbuf.select(0, i + 1));
+    }
+    dS = dbuf.select(0, 0);
+    const Tensor dSg = dbuf.narrow(0, 1, G).view({n, D, D});
+    // Inter-block parts.
+    Tensor dQ3 = r.dQ.narrow(0, g0, G).view({n, m, D});
+    Tensor dK3 = r.dK.narrow(0, g0, G).view({n, m, D});
+    Tensor dV3 = r.dV.narrow(0, g0, G).view({n, m, D});
+    torch::bmm_out(dQ3, dO3, states.narrow(0, g0, G).view({n, D, D}).transpose(1, 2));
+    dQ3.view({G, B, H, m, D}).mul_(a);                                 // (dO S_{b-1}ᵀ) ⊙ a
+    torch::bmm_out(dK3, V3, dSg.transpose(1, 2));
+    dK3.view({G, B, H, m, D}).mul_(c);                                 // (V dS_bᵀ) ⊙ c
+    torch::bmm_out(dV3, (Kg * c).view({n, m, D}), dSg);                // (K ⊙ c) dS_b
+    // Intra-block parts: A = (Q Kᵀ) ⊙ Dm, P = (dO Vᵀ) ⊙ Dm.
+    Tensor A = torch::bmm(Q3, K3.transpose(1, 2));
+    ApplyIntraMask(p, A, g0, G);
+    Tensor P = torch::bmm(dO3, V3.transpose(1, 2));
+    ApplyIntraMask(p, P, g0, G);
+    dQ3.baddbmm_(P, K3);
+    dK3.baddbmm_(P.transpose(1, 2), Q3);
+    dV3.baddbmm_(A.transpose(1, 2), dO3);
+  }
+  r.dS0 = dS;
+  return r;
+}
+
+// Final state of every packed document, [num_docs, H, D, D]. k, v: [1, H, T, D] working dtype;
+// states: [nb + 1, 1, H, D, D] from ForwardBlocks(keep_states = true).
+Tensor DocumentFinalStates(const Plan& p, const Tensor& k, const Tensor& v, const Tensor& slopes_w,
+                           const Tensor& states, const std::vector<int64_t>& cu) {
+  const int64_t H = p.H, D = p.D, m = p.blk;
+  const int64_t ndocs = static_cast<int64_t>(cu.size()) - 1;
+  Tensor out = torch::zeros({ndocs, H, D, D}, k.options());
+  for (int64_t d = 0; d < ndocs; ++d) {
+    const int64_t s = cu[d], e = cu[d + 1];
+    if (e == s) continue;
+    const int64_t bb = (e - 1) / m, p0 = bb * m, mb = std::min(m, p.T - p0);
+    if (e == p0 + mb) {  // the document owns the block's last token: S_bb
+      out.select(0, d).copy_(states.select(0, bb + 1).select(0, 0));
+      continue;
+    }
+    const int64_t j0 = std::max(s, p0), len = e - j0;
+    const Tensor w = torch::exp(-slopes_w.view({H, 1}) *
+                                (static_cast<double>(e - 1) - torch::arange(j0, e, slopes_w.options())).view({1, len}));
+    Tensor kv = torch::matmul((k.select(0, 0).narrow(1, j0, len) * w.unsqueeze(-1)).transpose(1, 2),
+                              v.select(0, 0).narrow(1, j0, len));  // [H, D, D]
+    if (s < p0) {
+      kv.add_(torch::exp(-slopes_w * static_cast<double>(e - p0)).view({H, 1, 1}) * states.select(0, bb).select(0, 0));
+    }
+    out.select(0, d).copy_(kv);
+  }
+  return out;
+}
+
+struct Validated {
+  int64_t B, H, T, D;
+  Tensor slopes_w;  // [H] working dtype
+};
+
+Validated Validate(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& slopes, const Tensor& s0,
+                   const LightningOptions& o) {
+  LR_CHECK(q.defined() && k.defined() && v.defined(), "LightningAttentionChunked: q, k, v must be defined");
+  LR_CHECK(q.dim() == 4, "LightningAttentionChunked: q must be [B, H, T, D], got ", q.sizes());
+  LR_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), "LightningAttentionChunked: q, k, v shapes differ: ",
+           q.sizes(), " ", k.sizes(), " ", v.sizes());
+  const auto dt = q.scalar_type();
+  LR_CHECK(dt == torch::kFloat32 || dt == torch::kFloat64,
+           "LightningAttentionChunked: q, k, v must be fp32 or fp64 (the state is never low precision), got ", dt);
+  LR_CHECK(k.scalar_type() == dt && v.scalar_type() == dt, "LightningAttentionChunked: q, k, v dtypes differ");
+  Validated r{q.size(0), q.size(1), q.size(2), q.size(3), {}};
+  LR_CHECK(r.T >= 1 && r.D >= 1 && r.B >= 1 && r.H >= 1, "LightningAttentionChunked: empty input ", q.sizes());
+  LR_CHECK(slopes.defined() && slopes.numel() == r.H, "LightningAttentionChunked: slopes must be [H = ", r.H,
+           "], got ", slopes.defined() ? slopes.sizes() : torch::IntArrayRef{});
+  LR_CHECK(o.block_size >= 1, "LightningAttentionChunked: block_size must be >= 1, got ", o.block_size);
+  if (s0.defined()) {
+    LR_CHECK(s0.dim() == 4 && s0.size(0) == r.B && s0.size(1) == r.H && s0.size(2) == r.D && s0.size(3) == r.D,
+             "LightningAttentionChunked: initial_state must be [B, H, D, D] = [", r.B, ", ", r.H, ", ", r.D, ", ",
+             r.D, "], got ", s0.sizes());
+    LR_CHECK(s0.scalar_type() == dt, "LightningAttentionChunked: initial_state dtype ", s0.scalar_type(),
+             " differs from q's ", dt);
+  }
+  if (!o.cu_seqlens.empty()) {
+    const auto& cu = o.cu_seqlens;
+    LR_CHECK(r.B == 1, "LightningAttentionChunked: cu_seqlens requires B == 1, got B = ", r.B);
+    LR_CHECK(cu.size() >= 2 && cu.front() == 0 && cu.back() == r.T,
+             "LightningAttentionChunked: cu_seqlens must start at 0 and end at T = ", r.T);
+    for (size_t i = 0; i + 1 < cu.size(); ++i) {
+      LR_CHECK(cu[i + 1] >= cu[i], "LightningAttentionChunked: cu_seqlens must be non-decreasing (entry ", i + 1,
+               " = ", cu[i + 1], " < ", cu[i], ")");
+    }
+    LR_CHECK(!s0.defined(), "LightningAttentionChunked: an initial state cannot be combined with cu_seqlens");
+  }
+  r.slopes_w = slopes.reshape({r.H}).to(q.options().dtype(dt)).contiguous();
+  return r;
+}
+
+// ---- autograd function ---------------------------------------------------------------------
+
+class LightningFunction : public torch::autograd::Function<LightningFunction> {
+ public:
+  // Returns {out} or {out, final_state}.
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& q,
+                                                const Tensor& k, const Tensor& v,
+                                                const c10::optional<Tensor>& s0, const Tensor& slopes_w, int64_t block_size,
+                                                const std::vector<int64_t>& cu, bool output_final_state) {
+    ctx->set_materialize_grads(false);
+    const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+    const Plan p = MakePlan(B, H, T, D, block_size, cu, slopes_w);
+    const Tensor Qb = ToBlockMajor(p, q), Kb = ToBlockMajor(p, k), Vb = ToBlockMajor(p, v);
+    ForwardResult f = ForwardBlocks(p, Qb, Kb, Vb, s0.value_or(Tensor()), /*keep_states=*/true);
+    Tensor out = FromBlockMajor(p, f.out);
+    ctx->save_for_backward({q, k, v, slopes_w, f.states});
+    ctx->saved_data["block_size"] = block_size;
+    ctx->saved_data["cu_seqlens"] = cu;
+    ctx->saved_data["has_s0"] = s0.has_value();
+    if (!output_final_state) return {out};
+    if (cu.empty()) return {out, f.final_state};
+    Tensor states = DocumentFinalStates(p, k, v, slopes_w, f.states, cu);
+    ctx->mark_non_differentiable({states});
+    return {out, states};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &q = saved[0], &k = saved[1], &v = saved[2], &slopes_w = saved[3], &states = saved[4];
+    const int64_t block_size = ctx->saved_data["block_size"].toInt();
+    const std::vector<int64_t> cu = ctx->saved_data["cu_seqlens"].toIntVector();
+    const Tensor dO = grads[0];
+    // Per-document states (cu_seqlens) are non-differentiable: their gradient is ignored.
+    const Tensor dSf = (grads.size() > 1 && cu.empty()) ? grads[1] : Tensor();
+    torch::autograd::variable_list result(8);
+    if (!dO.defined() && !dSf.defined()) return result;
+    const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+    const Plan p = MakePlan(B, H, T, D, block_size, cu, slopes_w);
+    const Tensor Qb = ToBlockMajor(p, q), Kb = ToBlockMajor(p, k), Vb = ToBlockMajor(p, v);
+    const Tensor dOb = dO.defined() ? ToBlockMajor(p, dO) : torch::zeros_like(Qb);
+    BackwardResult g = BackwardBlocks(p, Qb, Kb, Vb, dOb, states, dSf);
+    if (ctx->needs_input_grad(0)) result[0] = FromBlockMajor(p, g.dQ);
+    if (ctx->needs_input_grad(1)) result[1] = FromBlockMajor(p, g.dK);
+    if (ctx->needs_input_grad(2)) result[2] = FromBlockMajor(p, g.dV);
+    if (ctx->saved_data["has_s0"].toBool() && ctx->needs_input_grad(3)) result[3] = g.dS0;
+    return result;
+  }
+};
+
+}  // namespace
+
+LightningResult LightningAttentionChunked(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                          const torch::Tensor& slopes, const torch::Tensor& initial_state,
+                                          const LightningOptions& options) {
+  const Validated val = Validate(q, k, v, slopes, initial_state, options);
+  const bool need_grad = torch::GradMode::is_enabled() &&
+                         (q.requires_grad() || k.requires_grad() || v.requires_grad() ||
+                          (initial_state.defined() && initial_state.requires_grad()));
+  LightningResult r;
+  if (need_grad) {
+    // The initial state goes in as an optional: an undefined tensor cannot be a Function input.
+    const c10::optional<torch::Tensor> s0 =
+        initial_state.defined() ? c10::optional<torch::Tensor>(initial_state) : c10::nullopt;
+    auto outs = LightningFunction::apply(q, k, v, s0, val.slopes_w, options.block_size,
+                                         options.cu_seqlens, options.output_final_state);
+    r.out = outs[0];
+    if (options.output_final_state) r.state = outs[1];
+    return r;
+  }
+  // Inference: the same forward, keeping per-block states only when packed documents need them.
+  const Plan p = MakePlan(val.B, val.H, val.T, val.D, options.block_size, options.cu_seqlens, val.slopes_w);
+  const bool per_doc = options.output_final_state && !options.cu_seqlens.empty();
+  ForwardResult f = ForwardBlocks(p, ToBlockMajor(p, q), ToBlockMajor(p, k), ToBlockMajor(p, v), initial_state,
+                                  /*keep_states=*/per_doc);
+  r.out = FromBlockMajor(p, f.out);
+  if (options.output_final_state) {
+    r.state = per_doc ? DocumentFinalStates(p, k, v, val.slopes_w, f.states, options.cu_seqlens) : f.final_state;
+  }
+  return r;
+}
+
+LightningResult LightningDecodeStep(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                    const torch::Tensor& slopes, const torch::Tensor& state) {
+  LR_CHECK(q.defined() && q.dim() == 4 && q.size(2) == 1,
+           "LightningDecodeStep: q must be [B, H, 1, D], got ", q.defined() ? q.sizes() : torch::IntArrayRef{});
+  LR_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), "LightningDecodeStep: q, k, v shapes differ: ",
+           q.sizes(), " ", k.sizes(), " ", v.sizes());
+  const auto dt = q.scalar_type();
+  LR_CHECK(dt == torch::kFloat32 || dt == torch::kFloat64, "LightningDecodeStep: q must be fp32 or fp64, got ", dt);
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3);
+  LR_CHECK(slopes.defined() && slopes.numel() == H, "LightningDecodeStep: slopes must be [H = ", H, "]");
+  const torch::Tensor kv = k.transpose(2, 3) * v;  // [B, H, D, D] = k_tᵀ v_t
+  torch::Tensor next;
+  if (state.defined()) {
+    LR_CHECK(state.dim() == 4 && state.size(0) == B && state.size(1) == H && state.size(2) == D &&
+                 state.size(3) == D,
+             "LightningDecodeStep: state must be [B, H, D, D] = [", B, ", ", H, ", ", D, ", ", D, "], got ",
+             state.sizes());
+    LR_CHECK(state.scalar_type() == dt, "LightningDecodeStep: state dtype ", state.scalar_type(),
+             " differs from q's ", dt);
+    const torch::Tensor lambda = torch::exp(-slopes.reshape({1, H, 1, 1}).to(dt));  // λ = exp(-s)
+    next = torch::addcmul(kv, state, lambda);
+  } else {
+    next = kv;
+  }
+  LightningResult r;
+  r.out = torch::matmul(q, next);  // [B, H, 1, D]
+  r.state = next;
+  return r;
+}
+
+double LightningForwardFlops(int64_t batch_heads, int64_t T, int64_t D, int64_t block_size) {
+  const double m = static_cast<double>(std::min(block_size, T));
+  const double nb = std::ceil(static_cast<double>(T) / m), d = static_cast<double>(D);
+  const double per_block = 2 * m * m * d + m * m + 2 * m * m * d + m * d + 2 * m * d * d + m * d + 2 * m * d * d +
+                           2 * d * d;
+  return static_cast<double>(batch_heads) * nb * per_block;
+}
+
+double LightningBackwardFlops(int64_t batch_heads, int64_t T, int64_t D, int64_t block_size) {
+  const double m = static_cast<double>(std::min(block_size, T));
+  const double nb = std::ceil(static_cast<double>(T) / m), d = static_cast<double>(D);
+  const double per_block = 4 * m * m * d + 2 * m * m + 6 * m * m * d + 8 * m * d * d + 4 * m * d + 2 * d * d;
+  return static_cast<double>(batch_heads) * nb * per_block;
+}
+
+}  // namespace lightrl::model

@@ -78,10 +78,71 @@ TORCH_MODULE(LightningAttention);
 // ---- softmax attention layer (attn_type 1), hybrid_model.md §4 -----------------------------
 // Parameters: q_proj.weight [H*D, C], k_proj.weight [Hkv*D, C], v_proj.weight [Hkv*D, C],
 // o_proj.weight [C, H*D]. Partial NeoX RoPE on the first rotary_dim dims, GQA, causal,
-// scale 1/sqrt(D). Long sequences use a blockwise online-softmax path (no T x T matrix).
+// scale 1/sqrt(D). Long sequences use a blockwise online-softmax path (no T x T matrix), with
+// config.softmax_block_size as the tile edge.
+//
+// KV cache (SoftmaxLayerCache): k/v hold post-RoPE keys and values in the compute dtype (fp32,
+// or fp64 for an fp64 layer). Rows may hold different lengths. A call with T new tokens:
+//   RoPE positions are lengths[b] + t; the new k/v are written at [lengths[b], lengths[b] + T);
+//   query t of row b attends keys [0, lengths[b] + t] of its own row (T == 1: decode;
+//   T > 1: prefill continuing the cached prefix); lengths advance by T.
+// Capacity (dim 2 of k/v) grows to max(needed, 2 * old capacity) when exceeded; stale slots past
+// a row's length are never read. The cached prefix is a constant for autograd (stored
+// detached); gradients flow to q and to this call's new k/v.
 class SoftmaxAttentionImpl : public torch::nn::Module {
  public:
   SoftmaxAttentionImpl(const ModelConfig& config, int64_t layer_idx);
+// Implementation: softmax_attention.cc.
+//
+// Compute dtype: fp64 inputs are computed in fp64 (tests); everything else (fp32, bf16, fp16)
+// is computed in fp32 and the result cast back to the input dtype.
+
+// Partial NeoX ("rotate-half") RoPE, hybrid_model.md §4, M1-MOD / vLLM semantics:
+//   inv_freq[i] = theta^(-2i/rotary_dim), i < rotary_dim/2;  angle = position * inv_freq[i]
+//   for i < rotary_dim/2 (h = rotary_dim/2):
+//     y[i]     = x[i]     * cos(angle_i) - x[i + h] * sin(angle_i)
+//     y[i + h] = x[i + h] * cos(angle_i) + x[i]     * sin(angle_i)
+//   dims >= rotary_dim pass through unchanged.
+// Angles are formed in fp64 and cos/sin computed on the fly (no max_position-sized cache), then
+// rounded to the compute dtype. Differentiable (plain autograd ops).
+// x: [B, Hx, T, D]; positions: [B, T] or [T] int64 (any device). rotary_dim even, <= D;
+// rotary_dim == 0 returns x. Returns [B, Hx, T, D] in x's dtype.
+torch::Tensor ApplyRope(const torch::Tensor& x, const torch::Tensor& positions, int64_t rotary_dim,
+                        double theta);
+
+// RoPE positions for one call: [B, T] int64 (CPU).
+//   cu_seqlens non-empty (REQUIRES B == 1): t - start of t's document (restart per document);
+//   offsets non-empty ([B] values): offsets[b] + t (continuing a cache);
+//   otherwise t.
+torch::Tensor RopePositions(int64_t B, int64_t T, const std::vector<int64_t>& cu_seqlens,
+                            const std::vector<int64_t>& offsets = {});
+
+enum class AttentionPath {
+  kAuto,          // materialised when Tq == 1 or Tq*Tk <= block_size^2, else blockwise
+  kMaterialized,  // plain [B, H, Tq, Tk] scores, softmax, standard autograd (memory O(Tq*Tk))
+  kBlockwise,     // FlashAttention-2 style online softmax, custom backward (memory O(T))
+};
+
+// Causal multi-head softmax attention with GQA (the core of the softmax layer):
+//   out[b, h, t] = sum_j softmax_j(scale * q[b,h,t] . k[b,h/G,j]) v[b,h/G,j]   over allowed j
+// q: [B, H, Tq, D]; k, v: [B, Hkv, Tk, D] with H % Hkv == 0, G = H / Hkv (query head h uses kv
+// head h / G) and Tk >= Tq. Query t sits at absolute position Tk - Tq + t ("bottom-right"
+// aligned: the last Tq keys are the queries' own tokens, the first Tk - Tq a cached prefix) and
+// attends keys j <= Tk - Tq + t.
+// cu_seqlens (packed documents; REQUIRES B == 1 and Tq == Tk): cumulative document lengths
+//   [num_docs + 1], first 0, last T; attention is block-diagonal causal (j in t's document only).
+// block_size: tile edge of the blockwise path (keys per tile; queries per tile = block_size/G).
+// Blockwise path: forward keeps only out and the per-row log-sum-exp ([B, H, Tq]); backward
+//   recomputes each tile's probabilities (no Tq x Tk matrix is ever held); tiles that the mask
+//   removes entirely are skipped, so cost is ~half of the full square for causal, less for
+//   packed documents. Not twice differentiable.
+// Returns [B, H, Tq, D] in q's dtype. Every row attends at least its own token, so no row is
+// empty; the output is differentiable w.r.t. q, k and v on every path.
+torch::Tensor CausalSoftmaxAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                     const torch::Tensor& v, double scale, int64_t block_size,
+                                     const std::vector<int64_t>& cu_seqlens = {},
+                                     AttentionPath path = AttentionPath::kAuto);
+
   // x: [B, T, C] -> [B, T, C]. With cache, positions continue at cache->lengths[b].
   torch::Tensor forward(const torch::Tensor& x, const ForwardContext& ctx,
                         SoftmaxLayerCache* cache = nullptr);
@@ -89,6 +150,7 @@ class SoftmaxAttentionImpl : public torch::nn::Module {
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
+  // ctx.cu_seqlens (packed documents) cannot be combined with a cache.
   int64_t num_heads_, num_kv_heads_, head_dim_, rotary_dim_, block_size_;
   double rope_theta_;
 };
@@ -98,11 +160,25 @@ TORCH_MODULE(SoftmaxAttention);
 // Parameters: gate.weight [E, C] (fp32 router), experts.E.w1.weight [I, C] (gate proj),
 // experts.E.w3.weight [I, C] (up proj), experts.E.w2.weight [C, I] (down proj).
 struct MoeOutput {
-  torch::Tensor out;            // [B, T, C]
-  torch::Tensor router_logits;  // [B*T, E] fp32 (for the aux loss)
+  torch::Tensor out;            // [B, T, C] (x's dtype)
+  torch::Tensor router_logits;  // [B*T, E] fp32 (fp64 when x is fp64), for the aux loss
 };
+// Implementation: moe.cc.
 
 class MoeImpl : public torch::nn::Module {
+
+// One SwiGLU expert: w2( silu(w1 x) * w3 x ). No biases. x: [N, C] -> [N, C] (x's dtype).
+class ExpertImpl : public torch::nn::Module {
+ public:
+  ExpertImpl(int64_t hidden_size, int64_t intermediate_size);
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::Linear w1{nullptr};  // [I, C] gate proj
+  torch::nn::Linear w3{nullptr};  // [I, C] up proj
+  torch::nn::Linear w2{nullptr};  // [C, I] down proj
+};
+TORCH_MODULE(Expert);
+
  public:
   explicit MoeImpl(const ModelConfig& config);
   // Softmax router in fp32, top-k with renormalisation, SwiGLU experts, tokens grouped per
@@ -113,6 +189,12 @@ class MoeImpl : public torch::nn::Module {
   torch::nn::ModuleList experts{nullptr};  // each an Expert with w1, w2, w3
 
  private:
+  //   logits = x.float() @ gate.weight.float()^T            [B*T, E] (fp64 if x is fp64)
+  //   p = softmax(logits); (w, idx) = topk(p, k); w /= sum(w)  (ties: torch::topk's order)
+  //   out[t] = sum_k w[t,k] * expert_{idx[t,k]}(x[t])        (w cast to x's dtype)
+  // Gradients flow to x, the experts that received tokens and (through w) the router; an
+  // expert that received no token gets no gradient in this call (its .grad stays undefined
+  // or unchanged). No capacity limit, no token dropping, no jitter.
   int64_t num_experts_, top_k_;
 };
 TORCH_MODULE(Moe);
@@ -124,3 +206,9 @@ torch::Tensor LoadBalancingLoss(const torch::Tensor& router_logits, int64_t top_
                                 const torch::Tensor& token_mask = {});
 
 }  // namespace lightrl::model
+//   P = softmax(router_logits) [N, E]; sel = topk(P, top_k) indices [N, k]
+//   f[k, e] = (# counted tokens whose k-th choice is e) / (# counted tokens)
+//   Pbar[e] = mean of P[:, e] over counted tokens
+// Differentiable through Pbar only (the selection is discrete). Perfect balance gives top_k.
+// A mask selecting no token gives 0 (still attached to the graph). REQUIRES 1 <= top_k <= E.
+// Computed in fp32 (fp64 if router_logits is fp64).

@@ -76,22 +76,6 @@ class LightningAttentionImpl : public torch::nn::Module {
 TORCH_MODULE(LightningAttention);
 
 // ---- softmax attention layer (attn_type 1), hybrid_model.md §4 -----------------------------
-// Parameters: q_proj.weight [H*D, C], k_proj.weight [Hkv*D, C], v_proj.weight [Hkv*D, C],
-// o_proj.weight [C, H*D]. Partial NeoX RoPE on the first rotary_dim dims, GQA, causal,
-// scale 1/sqrt(D). Long sequences use a blockwise online-softmax path (no T x T matrix), with
-// config.softmax_block_size as the tile edge.
-//
-// KV cache (SoftmaxLayerCache): k/v hold post-RoPE keys and values in the compute dtype (fp32,
-// or fp64 for an fp64 layer). Rows may hold different lengths. A call with T new tokens:
-//   RoPE positions are lengths[b] + t; the new k/v are written at [lengths[b], lengths[b] + T);
-//   query t of row b attends keys [0, lengths[b] + t] of its own row (T == 1: decode;
-//   T > 1: prefill continuing the cached prefix); lengths advance by T.
-// Capacity (dim 2 of k/v) grows to max(needed, 2 * old capacity) when exceeded; stale slots past
-// a row's length are never read. The cached prefix is a constant for autograd (stored
-// detached); gradients flow to q and to this call's new k/v.
-class SoftmaxAttentionImpl : public torch::nn::Module {
- public:
-  SoftmaxAttentionImpl(const ModelConfig& config, int64_t layer_idx);
 // Implementation: softmax_attention.cc.
 //
 // Compute dtype: fp64 inputs are computed in fp64 (tests); everything else (fp32, bf16, fp16)
@@ -143,29 +127,39 @@ torch::Tensor CausalSoftmaxAttention(const torch::Tensor& q, const torch::Tensor
                                      const std::vector<int64_t>& cu_seqlens = {},
                                      AttentionPath path = AttentionPath::kAuto);
 
+// Parameters: q_proj.weight [H*D, C], k_proj.weight [Hkv*D, C], v_proj.weight [Hkv*D, C],
+// o_proj.weight [C, H*D]. Partial NeoX RoPE on the first rotary_dim dims, GQA, causal,
+// scale 1/sqrt(D). Long sequences use a blockwise online-softmax path (no T x T matrix), with
+// config.softmax_block_size as the tile edge.
+//
+// KV cache (SoftmaxLayerCache): k/v hold post-RoPE keys and values in the compute dtype (fp32,
+// or fp64 for an fp64 layer). Rows may hold different lengths. A call with T new tokens:
+//   RoPE positions are lengths[b] + t; the new k/v are written at [lengths[b], lengths[b] + T);
+//   query t of row b attends keys [0, lengths[b] + t] of its own row (T == 1: decode;
+//   T > 1: prefill continuing the cached prefix); lengths advance by T.
+// Capacity (dim 2 of k/v) grows to max(needed, 2 * old capacity) when exceeded; stale slots past
+// a row's length are never read. The cached prefix is a constant for autograd (stored
+// detached); gradients flow to q and to this call's new k/v.
+class SoftmaxAttentionImpl : public torch::nn::Module {
+ public:
+  SoftmaxAttentionImpl(const ModelConfig& config, int64_t layer_idx);
   // x: [B, T, C] -> [B, T, C]. With cache, positions continue at cache->lengths[b].
+  // ctx.cu_seqlens (packed documents) cannot be combined with a cache.
   torch::Tensor forward(const torch::Tensor& x, const ForwardContext& ctx,
                         SoftmaxLayerCache* cache = nullptr);
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
-  // ctx.cu_seqlens (packed documents) cannot be combined with a cache.
   int64_t num_heads_, num_kv_heads_, head_dim_, rotary_dim_, block_size_;
   double rope_theta_;
 };
 TORCH_MODULE(SoftmaxAttention);
 
 // ---- MoE block, hybrid_model.md §5 ---------------------------------------------------------
+// Implementation: moe.cc.
 // Parameters: gate.weight [E, C] (fp32 router), experts.E.w1.weight [I, C] (gate proj),
 // experts.E.w3.weight [I, C] (up proj), experts.E.w2.weight [C, I] (down proj).
-struct MoeOutput {
-  torch::Tensor out;            // [B, T, C] (x's dtype)
-  torch::Tensor router_logits;  // [B*T, E] fp32 (fp64 when x is fp64), for the aux loss
-};
-// Implementation: moe.cc.
-
-class MoeImpl : public torch::nn::Module {
 
 // One SwiGLU expert: w2( silu(w1 x) * w3 x ). No biases. x: [N, C] -> [N, C] (x's dtype).
 class ExpertImpl : public torch::nn::Module {
@@ -179,22 +173,28 @@ class ExpertImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Expert);
 
+struct MoeOutput {
+  torch::Tensor out;            // [B, T, C] (x's dtype)
+  torch::Tensor router_logits;  // [B*T, E] fp32 (fp64 when x is fp64), for the aux loss
+};
+
+class MoeImpl : public torch::nn::Module {
  public:
   explicit MoeImpl(const ModelConfig& config);
   // Softmax router in fp32, top-k with renormalisation, SwiGLU experts, tokens grouped per
   // expert (dispatch by expert, not a per-token loop). x: [B, T, C].
-  MoeOutput forward(const torch::Tensor& x);
-
-  torch::nn::Linear gate{nullptr};
-  torch::nn::ModuleList experts{nullptr};  // each an Expert with w1, w2, w3
-
- private:
   //   logits = x.float() @ gate.weight.float()^T            [B*T, E] (fp64 if x is fp64)
   //   p = softmax(logits); (w, idx) = topk(p, k); w /= sum(w)  (ties: torch::topk's order)
   //   out[t] = sum_k w[t,k] * expert_{idx[t,k]}(x[t])        (w cast to x's dtype)
   // Gradients flow to x, the experts that received tokens and (through w) the router; an
   // expert that received no token gets no gradient in this call (its .grad stays undefined
   // or unchanged). No capacity limit, no token dropping, no jitter.
+  MoeOutput forward(const torch::Tensor& x);
+
+  torch::nn::Linear gate{nullptr};
+  torch::nn::ModuleList experts{nullptr};  // each an Expert with w1, w2, w3
+
+ private:
   int64_t num_experts_, top_k_;
 };
 TORCH_MODULE(Moe);
@@ -202,13 +202,13 @@ TORCH_MODULE(Moe);
 // Mixtral/M1 load-balancing loss (hybrid_model.md §5): router logits of all layers concatenated
 // along tokens, [N, E] fp32; returns E * sum_{k,e} f[k,e] * Pbar[e] (0-d fp32).
 // token_mask: optional [N] bool selecting the tokens that count (padding excluded).
-torch::Tensor LoadBalancingLoss(const torch::Tensor& router_logits, int64_t top_k,
-                                const torch::Tensor& token_mask = {});
-
-}  // namespace lightrl::model
 //   P = softmax(router_logits) [N, E]; sel = topk(P, top_k) indices [N, k]
 //   f[k, e] = (# counted tokens whose k-th choice is e) / (# counted tokens)
 //   Pbar[e] = mean of P[:, e] over counted tokens
 // Differentiable through Pbar only (the selection is discrete). Perfect balance gives top_k.
 // A mask selecting no token gives 0 (still attached to the graph). REQUIRES 1 <= top_k <= E.
 // Computed in fp32 (fp64 if router_logits is fp64).
+torch::Tensor LoadBalancingLoss(const torch::Tensor& router_logits, int64_t top_k,
+                                const torch::Tensor& token_mask = {});
+
+}  // namespace lightrl::model

@@ -18,7 +18,7 @@ struct Sample {
   std::vector<int64_t> prompt_ids;
   std::vector<int64_t> response_ids;
   std::vector<float> rollout_logprobs;  // [R] fp32, from the rollout engine
-  std::string finish_reason;      // "eos", "max_tokens", "repetition", ...
+  std::string finish_reason;      // protocol::FinishReasonName: "stop", "length", "repetition", ...
   uint64_t weights_version = 0;
   std::string response_text;
 

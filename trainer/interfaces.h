@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/protocol/messages.h"
 #include "core/protocol/reward_types.h"
 #include "core/status.h"
 #include "model/safetensors.h"
@@ -35,49 +36,24 @@ class TaskFeed {
   virtual Status Restore(const nlohmann::json& state) = 0;
 };
 
-struct GenerationRequest {
-  uint64_t request_id = 0;
-  std::vector<int64_t> prompt_ids;
-  int num_samples = 1;
-  uint64_t seed = 0;
-};
-
-struct Generation {
-  uint64_t request_id = 0;
-  int sample_index = 0;
-  std::vector<int64_t> token_ids;
-  std::vector<float> logprobs;  // [n] fp32 full-vocab log-probs of logits / temperature
-  std::string finish_reason;
-  std::string text;
-  uint64_t weights_version = 0;
-};
-
 class RolloutPort {
  public:
   virtual ~RolloutPort() = default;
-  // All samples of all requests, ordered by (request, sample_index). A failed rollout worker is
-  // an error naming it (the step cannot proceed without its samples).
-  virtual StatusOr<std::vector<Generation>> Generate(const std::vector<GenerationRequest>& requests) = 0;
+  // Generates request.samples_per_prompt samples for every prompt; the result holds exactly
+  // prompts.size() * G trajectories ordered by (prompt, sample_index). A failed rollout worker
+  // is an error naming it (the step cannot proceed without its samples).
+  virtual StatusOr<protocol::RolloutResult> Generate(const protocol::RolloutRequest& request) = 0;
   // Makes `weights` (the policy's named parameters) the served weights, tagged `version`.
   virtual Status PublishWeights(const model::NamedTensors& weights, uint64_t version) = 0;
-};
-
-struct ScoreRequest {
-  uint64_t sample_id = 0;
-  std::string verifier;
-  std::string reference_json;
-  std::string prompt_text;
-  std::string response_text;
-  std::string finish_reason;
-  int64_t response_tokens = 0;
 };
 
 class RewardPort {
  public:
   virtual ~RewardPort() = default;
-  // Exactly one result per request, in request order. Workers that miss the deadline yield
-  // RewardErrorKind::kWorkerLost / kTimeout results (the sample is masked), never a 0 score.
-  virtual std::vector<RewardResult> Score(const std::vector<ScoreRequest>& requests, double timeout_s) = 0;
+  // Exactly one result per request, in request order. Workers that miss the deadline
+  // (batch.deadline_s) yield RewardErrorKind::kWorkerLost / kTimeout results (the sample is
+  // masked), never a 0 score.
+  virtual std::vector<RewardResult> Score(const protocol::RewardBatch& batch) = 0;
 };
 
 }  // namespace lightrl::trainer

@@ -194,69 +194,90 @@ Status Trainer::SamplePrompts(int64_t step, int64_t count, std::vector<PromptTas
 
 Status Trainer::Rollouts(int64_t step, const std::vector<PromptTask>& tasks, int64_t group_offset,
                          std::vector<Sample>* samples) {
-  std::vector<GenerationRequest> requests;
+  const int G = config_.rollout.samples_per_prompt;
+  protocol::RolloutRequest request;
+  request.request_id = (static_cast<uint64_t>(step) << 16) | static_cast<uint64_t>(group_offset);
+  request.samples_per_prompt = G;
+  request.seed = DeriveSeed(config_.trainer.seed, static_cast<uint64_t>(step), 0, 0);
+  request.min_weights_version = weights_version_;
+  auto& sp = request.sampling;
+  sp.temperature = static_cast<float>(config_.rollout.temperature);
+  sp.top_p = static_cast<float>(config_.rollout.top_p);
+  sp.top_k = config_.rollout.top_k;
+  sp.max_new_tokens = static_cast<int32_t>(config_.rollout.max_response_len);
+  sp.stop_token_ids = stop_token_ids_;
+  sp.early_truncation_window = static_cast<int32_t>(config_.rollout.early_truncation_window);
+  sp.early_truncation_prob = static_cast<float>(config_.rollout.early_truncation_prob);
   for (int64_t i = group_offset; i < static_cast<int64_t>(tasks.size()); ++i) {
-    GenerationRequest r;
-    r.request_id = static_cast<uint64_t>(i);
-    r.prompt_ids = tasks[i].prompt_ids;
-    r.num_samples = config_.rollout.samples_per_prompt;
-    r.seed = DeriveSeed(config_.trainer.seed, static_cast<uint64_t>(step), static_cast<uint64_t>(i), 0);
-    requests.push_back(std::move(r));
+    protocol::PromptSpec p;
+    p.prompt_id = static_cast<uint64_t>(i);
+    p.group_id = static_cast<uint64_t>(i);
+    // Sample ids are unique in the run: the step in the high bits, (task, sample) below.
+    p.first_sample_id = (static_cast<uint64_t>(step) << 32) | static_cast<uint64_t>(i * G);
+    p.task_id = tasks[i].source;
+    p.token_ids.assign(tasks[i].prompt_ids.begin(), tasks[i].prompt_ids.end());
+    request.prompts.push_back(std::move(p));
   }
-  LR_ASSIGN_OR_RETURN(std::vector<Generation> gens, ports_.rollout->Generate(requests));
-  const size_t expected = requests.size() * static_cast<size_t>(config_.rollout.samples_per_prompt);
-  if (gens.size() != expected) {
-    return Internal(StrCat("rollout returned ", gens.size(), " samples, expected ", expected));
+  LR_ASSIGN_OR_RETURN(protocol::RolloutResult result, ports_.rollout->Generate(request));
+  const size_t expected = request.prompts.size() * static_cast<size_t>(G);
+  if (result.trajectories.size() != expected) {
+    return Internal(StrCat("rollout returned ", result.trajectories.size(), " samples, expected ", expected));
   }
-  for (auto& g : gens) {
-    if (g.logprobs.size() != g.token_ids.size()) {
-      return DataLoss(StrCat("rollout sample (request ", g.request_id, ", sample ", g.sample_index, ") has ",
-                             g.logprobs.size(), " log-probs for ", g.token_ids.size(), " tokens"));
+  for (auto& tr : result.trajectories) {
+    if (tr.logprobs.size() != tr.token_ids.size()) {
+      return DataLoss(StrCat("rollout sample ", tr.sample_id, " has ", tr.logprobs.size(), " log-probs for ",
+                             tr.token_ids.size(), " tokens"));
+    }
+    const int64_t task = static_cast<int64_t>(tr.group_id);
+    if (task < group_offset || task >= static_cast<int64_t>(tasks.size())) {
+      return DataLoss(StrCat("rollout sample ", tr.sample_id, " has unknown group ", tr.group_id));
     }
     Sample s;
-    const int64_t task = static_cast<int64_t>(g.request_id);
-    s.sample_id = (static_cast<uint64_t>(step) << 32) | static_cast<uint64_t>(samples->size());
+    s.sample_id = tr.sample_id;
     s.group = task;
     s.task_index = task;
     s.prompt_ids = tasks[task].prompt_ids;
-    s.response_ids = std::move(g.token_ids);
-    s.rollout_logprobs = std::move(g.logprobs);
-    s.finish_reason = g.finish_reason;
-    s.weights_version = g.weights_version;
-    s.response_text = std::move(g.text);
+    s.response_ids.assign(tr.token_ids.begin(), tr.token_ids.end());
+    s.rollout_logprobs = std::move(tr.logprobs);
+    s.finish_reason = protocol::FinishReasonName(tr.finish_reason);
+    s.weights_version = tr.weights_version;
+    s.response_text = std::move(tr.text);
     samples->push_back(std::move(s));
   }
   return Status::Ok();
 }
 
 Status Trainer::Rewards(const std::vector<PromptTask>& tasks, std::vector<Sample>* samples) {
-  std::vector<ScoreRequest> requests;
+  protocol::RewardBatch batch;
+  batch.batch_id = next_reward_batch_++;
+  batch.deadline_s = config_.reward.timeout_s;
   std::vector<size_t> which;
   for (size_t i = 0; i < samples->size(); ++i) {
     Sample& s = (*samples)[i];
     if (s.scored) continue;  // scored in an earlier dynamic-sampling round
-    ScoreRequest r;
+    protocol::RewardRequest r;
     r.sample_id = s.sample_id;
+    r.task_id = tasks[s.task_index].task_id;
     r.verifier = tasks[s.task_index].verifier;
     r.reference_json = tasks[s.task_index].reference_json;
     r.prompt_text = tasks[s.task_index].prompt_text;
     r.response_text = s.response_text;
-    r.finish_reason = s.finish_reason;
-    r.response_tokens = static_cast<int64_t>(s.response_ids.size());
-    requests.push_back(std::move(r));
+    r.finish_reason = protocol::FinishReasonFromName(s.finish_reason).value_or(protocol::FinishReason::kUnknown);
+    r.response_tokens = static_cast<int32_t>(s.response_ids.size());
+    batch.requests.push_back(std::move(r));
     which.push_back(i);
   }
-  std::vector<RewardResult> results = ports_.reward->Score(requests, config_.reward.timeout_s);
-  if (results.size() != requests.size()) {
-    return Internal(StrCat("reward port returned ", results.size(), " results for ", requests.size(), " requests"));
+  std::vector<RewardResult> results = ports_.reward->Score(batch);
+  if (results.size() != batch.requests.size()) {
+    return Internal(StrCat("reward port returned ", results.size(), " results for ", batch.requests.size(), " requests"));
   }
   for (size_t k = 0; k < results.size(); ++k) {
     Sample& s = (*samples)[which[k]];
     const RewardResult& r = results[k];
-    s.scored = true;
     if (r.sample_id != s.sample_id) {
       return Internal(StrCat("reward result ", k, " is for sample ", r.sample_id, ", expected ", s.sample_id));
     }
+    s.scored = true;
     if (!r.ok()) {
       s.masked = true;
       s.mask_reason = RewardErrorKindName(r.error().kind);
@@ -271,7 +292,7 @@ Status Trainer::Rewards(const std::vector<PromptTask>& tasks, std::vector<Sample
       s.reward += std::min(0.0, static_cast<double>(max_len - buf - L) / static_cast<double>(buf)) *
                   config_.reward.overlong_penalty_factor;
     }
-    if (config_.reward.overlong_filter && s.finish_reason == "max_tokens") {
+    if (config_.reward.overlong_filter && s.finish_reason == "length") {
       s.masked = true;
       s.mask_reason = "overlong_filter";
     }
@@ -423,7 +444,7 @@ void Trainer::SampleMetrics(const std::vector<Sample>& samples, StepMetrics* met
     const double L = static_cast<double>(s.response_ids.size());
     len += L;
     len_max = std::max(len_max, L);
-    truncated += s.finish_reason == "max_tokens";
+    truncated += s.finish_reason == "length";
     repetition += s.finish_reason == "repetition";
     if (s.masked) {
       masked[s.mask_reason] += 1;

@@ -72,6 +72,9 @@ class Trainer {
   int64_t consumed_prompts() const { return consumed_prompts_; }
   int64_t consumed_samples() const { return consumed_samples_; }
 
+  // Token ids that end a response (the tokenizer's EOS / end-of-turn).
+  void SetStopTokens(std::vector<int32_t> ids) { stop_token_ids_ = std::move(ids); }
+
   // Called after each step's metrics (checkpoint hook; may be empty). Returns false to stop.
   std::function<Status(int64_t step)> after_step;
 
@@ -100,6 +103,8 @@ class Trainer {
   uint64_t weights_version_ = 0;
   int64_t consumed_prompts_ = 0;
   int64_t consumed_samples_ = 0;
+  uint64_t next_reward_batch_ = 1;
+  std::vector<int32_t> stop_token_ids_;  // EOS etc. (SetStopTokens)
 };
 
 // Serialisation of samples for BatchChannel (msgpack via nlohmann::json).

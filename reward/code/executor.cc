@@ -167,6 +167,7 @@ ExecutorConfig ParseExecutorConfig(ConfigReader& r) {
   c.compile_limits.cpu_seconds = r.Get<double>("compile_time_limit_s", c.compile_limits.cpu_seconds);
   c.compile_limits.wall_seconds = 2 * c.compile_limits.cpu_seconds;
   c.compile_limits.memory_bytes = r.Get<int64_t>("compile_memory_mb", c.compile_limits.memory_bytes >> 20) << 20;
+  c.python_syntax_check = r.Get<bool>("python_syntax_check", c.python_syntax_check);
   c.stop_on_first_failure = r.Get<bool>("stop_on_first_failure", c.stop_on_first_failure);
   c.max_parallel = r.Get<int>("max_parallel", c.max_parallel);
   if (c.max_parallel < 0) r.Fail("max_parallel", "expected >= 0 (0 = number of CPUs)");
@@ -180,6 +181,24 @@ StatusOr<std::unique_ptr<CodeExecutor>> CodeExecutor::Create(const ExecutorConfi
   LR_ASSIGN_OR_RETURN(ex->sandbox_, Sandbox::Create(config.sandbox));
   LR_ASSIGN_OR_RETURN(ex->harness_dir_, ex->sandbox_->MakeScratchDir("harness", false));
   LR_RETURN_IF_ERROR(WriteHostFile(ex->harness_dir_ + "/call_harness.py", PythonCallHarness()));
+  // Toolchain preflight inside the sandbox.
+  SandboxRequest py;
+  py.argv = {config.python, "-I", "-B", "-c", "import json, types; print(6 * 7)"};
+  py.limits = config.compile_limits;
+  auto pr = ex->sandbox_->Run(py);
+  if (!pr.ok() || pr->exit_code != 0 || pr->stdout_data != "42\n") {
+    return FailedPrecondition(StrCat("code_executor.python: ", config.python, " does not run in the sandbox: ",
+                                     pr.ok() ? StrCat("exit ", pr->exit_code, ", stderr: ", pr->stderr_data.substr(0, 1000))
+                                             : pr.status().message()));
+  }
+  SandboxRequest gxx;
+  gxx.argv = {config.gxx, "--version"};
+  gxx.limits = config.compile_limits;
+  auto gr = ex->sandbox_->Run(gxx);
+  ex->cpp_available_ = gr.ok() && gr->exit_code == 0;
+  if (!ex->cpp_available_) {
+    Logger("reward.code")->warn("code executor: {} does not run in the sandbox; C++ tasks will be reported as sandbox errors", config.gxx);
+  }
   int n = config.max_parallel > 0 ? config.max_parallel
                                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 0; i < n; ++i) ex->workers_.emplace_back([e = ex.get()] { e->WorkerLoop(); });
@@ -254,6 +273,8 @@ TestResult CodeExecutor::RunOne(const SandboxRequest& request, const CodeTask& t
   t.exit_code = r.exit_code;
   t.stderr_tail = Tail(r.stderr_data, 2000);
   t.cleanup_ok = r.cleanup_ok;
+  t.pids_limit_hits = r.pids_max_hits;
+  t.memory_peak = r.memory_peak;
   const SandboxLimits& lim = request.limits;
   if (r.stop == StopReason::kOutputLimit) {
     t.verdict = TestVerdict::kOLE;
@@ -331,8 +352,46 @@ StatusOr<ExecutionReport> CodeExecutor::Execute(const std::string& source, const
   SandboxRequest req;
   req.limits = limits;
   req.binds.push_back(src_bind);
+  if (task.language == Language::kCpp && !cpp_available_) {
+    return Unavailable(StrCat("C++ task but ", config_.gxx, " does not run in the sandbox"));
+  }
+  auto sandbox_failure = [&](const std::string& what, const Status& st) {
+    report.sandbox_error = what + ": " + st.ToString();
+    report.tests.clear();
+    for (size_t i = 0; i < task.tests.size(); ++i) {
+      TestResult t;
+      t.verdict = TestVerdict::kSE;
+      t.detail = report.sandbox_error;
+      report.tests.push_back(t);
+    }
+    return report;
+  };
+  auto compile_failure = [&](const SandboxResult& r, const std::string& tool) {
+    report.compiled = false;
+    std::string why;
+    if (r.stop != StopReason::kExited) why = StrCat(tool, " stopped: ", StopReasonName(r.stop), "\n");
+    if (r.oom_kills > 0) why = tool + " ran out of memory\n";
+    report.compile_output = why + Tail(r.stderr_data, 4000);
+    for (size_t i = 0; i < task.tests.size(); ++i) {
+      TestResult t;
+      t.verdict = TestVerdict::kCE;
+      report.tests.push_back(t);
+    }
+    return report;
+  };
   if (task.language == Language::kPython) {
     LR_RETURN_IF_ERROR(WriteHostFile(src_dir.path + "/solution.py", source));
+    if (config_.python_syntax_check) {
+      SandboxRequest check;
+      check.limits = config_.compile_limits;
+      check.binds = {src_bind};
+      check.argv = {config_.python, "-I", "-B", "-c",
+                    "import sys\ncompile(open(sys.argv[1], encoding='utf-8').read(), 'solution.py', 'exec')\n",
+                    src_seen + "/solution.py"};
+      auto checked = sandbox_->Run(check);
+      if (!checked.ok()) return sandbox_failure("syntax check", checked.status());
+      if (checked->stop != StopReason::kExited || checked->exit_code != 0) return compile_failure(*checked, "python");
+    }
     if (call) {
       BindMount h{harness_dir_, "/box/harness", false};
       req.binds.push_back(h);
@@ -357,30 +416,11 @@ StatusOr<ExecutionReport> CodeExecutor::Execute(const std::string& source, const
     cc.argv.insert(cc.argv.end(), config_.cpp_flags.begin(), config_.cpp_flags.end());
     cc.argv.insert(cc.argv.end(), {"-o", sandbox_->VisiblePath(out_rw) + "/prog", src_seen + "/solution.cpp"});
     auto compiled = sandbox_->Run(cc);
-    if (!compiled.ok()) {
-      report.sandbox_error = "compile: " + compiled.status().ToString();
-      for (size_t i = 0; i < task.tests.size(); ++i) {
-        TestResult t;
-        t.verdict = TestVerdict::kSE;
-        t.detail = report.sandbox_error;
-        report.tests.push_back(t);
-      }
-      return report;
-    }
+    if (!compiled.ok()) return sandbox_failure("compile", compiled.status());
     struct stat st;
     bool have_binary = ::lstat((build_dir.path + "/prog").c_str(), &st) == 0 && S_ISREG(st.st_mode);
     if (compiled->stop != StopReason::kExited || compiled->exit_code != 0 || !have_binary) {
-      report.compiled = false;
-      std::string why = compiled->stop != StopReason::kExited
-                            ? StrCat("compiler stopped: ", StopReasonName(compiled->stop), "\n")
-                            : (compiled->oom_kills > 0 ? std::string("compiler ran out of memory\n") : std::string());
-      report.compile_output = why + Tail(compiled->stderr_data, 4000);
-      for (size_t i = 0; i < task.tests.size(); ++i) {
-        TestResult t;
-        t.verdict = TestVerdict::kCE;
-        report.tests.push_back(t);
-      }
-      return report;
+      return compile_failure(*compiled, "g++");
     }
     BindMount out_ro{build_dir.path, "/box/out", false};
     req.binds.push_back(out_ro);

@@ -84,6 +84,8 @@ struct TestResult {
   int exit_code = -1;
   std::string stderr_tail;  // last bytes of stderr (for logs)
   bool cleanup_ok = true;   // the sandbox was fully torn down afterwards
+  int64_t pids_limit_hits = 0;  // forks refused by the pids limit
+  int64_t memory_peak = -1;     // bytes (cgroup), -1 if unknown
 };
 
 struct ExecutionReport {
@@ -107,6 +109,9 @@ struct ExecutorConfig {
   std::string python = "/usr/bin/python3";
   std::string gxx = "/usr/bin/g++";
   std::vector<std::string> cpp_flags = {"-std=c++17", "-O2", "-pipe"};
+  // Python: compile() the source in the sandbox once before the tests, so a SyntaxError is CE
+  // (like a C++ compile error) rather than an RE on every test.
+  bool python_syntax_check = true;
   bool stop_on_first_failure = false;
   int max_parallel = 0;  // pool size; 0 = number of CPUs
   ExecutorConfig();      // sets compile_limits to generous defaults
@@ -118,7 +123,10 @@ ExecutorConfig ParseExecutorConfig(ConfigReader& r);
 
 class CodeExecutor {
  public:
-  // Builds the sandbox (refusing if the machine cannot provide it) and starts the pool.
+  // Builds the sandbox (refusing if the machine cannot provide it), checks that the Python
+  // interpreter runs inside it (refusing otherwise: a broken interpreter would score every sample
+  // as RE, i.e. silently 0) and whether g++ does (if not, C++ tasks return Unavailable, which
+  // the verifier reports as a sandbox error), then starts the pool.
   static StatusOr<std::unique_ptr<CodeExecutor>> Create(const ExecutorConfig& config);
   ~CodeExecutor();
   CodeExecutor(const CodeExecutor&) = delete;
@@ -126,7 +134,7 @@ class CodeExecutor {
 
   // Runs `source` against every test of `task` on the calling thread. Never throws for
   // anything the program does; bad task data (e.g. an unsupported C++ type) is reported as
-  // InvalidArgument.
+  // InvalidArgument, a C++ task without a working g++ as Unavailable.
   StatusOr<ExecutionReport> Execute(const std::string& source, const CodeTask& task);
 
   // Queues an execution on the pool.
@@ -139,6 +147,7 @@ class CodeExecutor {
   Sandbox& sandbox() { return *sandbox_; }
   const ExecutorConfig& config() const { return config_; }
   int pool_size() const { return static_cast<int>(workers_.size()); }
+  bool cpp_available() const { return cpp_available_; }
 
  private:
   explicit CodeExecutor(ExecutorConfig config) : config_(std::move(config)) {}
@@ -149,6 +158,7 @@ class CodeExecutor {
   ExecutorConfig config_;
   std::unique_ptr<Sandbox> sandbox_;
   std::string harness_dir_;  // host dir holding the Python call harness
+  bool cpp_available_ = false;
 
   std::mutex mu_;
   std::condition_variable cv_;

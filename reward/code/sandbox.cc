@@ -47,7 +47,7 @@ std::string ErrnoText(int err) { return std::strerror(err); }
 // Everything the child needs, prepared before fork() so the child only makes system calls.
 struct ChildPlan {
   std::vector<std::string> cgroup_procs;  // files to write our pid into
-  int target_fds[6] = {-1, -1, -1, -1, -1, -1};  // host fds that become 0..5 (-1 = closed)
+  int target_fds[7] = {-1, -1, -1, -1, -1, -1, -1};  // host fds that become 0..6 (-1 = closed)
   int num_targets = 3;
   int err_fd = -1;  // CLOEXEC pipe: the child writes {stage, errno} here if it fails
   bool new_pgrp = false;
@@ -133,7 +133,7 @@ int FormatInt(long v, char* buf) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
 
   // Move the fds into place: first above every target, then down.
-  int high[6];
+  int high[7];
   for (int i = 0; i < plan.num_targets; ++i) {
     high[i] = -1;
     if (plan.target_fds[i] >= 0) {
@@ -634,6 +634,7 @@ StatusOr<SandboxResult> Sandbox::RunBwrap(const SandboxRequest& request) {
   LR_ASSIGN_OR_RETURN(Pipe out, MakePipe());
   LR_ASSIGN_OR_RETURN(Pipe err, MakePipe());
   LR_ASSIGN_OR_RETURN(Pipe json, MakePipe());
+  LR_ASSIGN_OR_RETURN(Pipe started_pipe, MakePipe());
   Pipe res;
   if (request.result_channel) {
     LR_ASSIGN_OR_RETURN(res, MakePipe());
@@ -643,6 +644,12 @@ StatusOr<SandboxResult> Sandbox::RunBwrap(const SandboxRequest& request) {
     LR_ASSIGN_OR_RETURN(bpf, MakeMemfd("lightrl-seccomp", seccomp_bpf_.data(), seccomp_bpf_.size()));
   }
 
+  for (const auto& b : request.binds) {
+    struct stat st;
+    if (::stat(b.host_path.c_str(), &st) != 0) {
+      return Internal(StrCat("sandbox bind source ", b.host_path, ": ", ErrnoText(errno)));
+    }
+  }
   std::vector<std::string> args = base_args_;
   for (const auto& b : request.binds) {
     args.insert(args.end(), {b.writable ? "--bind" : "--ro-bind", b.host_path, b.sandbox_path});
@@ -654,19 +661,25 @@ StatusOr<SandboxResult> Sandbox::RunBwrap(const SandboxRequest& request) {
     args.insert(args.end(), {"--setenv", kv.substr(0, eq), kv.substr(eq + 1)});
   }
   args.push_back("--");
+  // bwrap reports "child-pid" before it sets up the mounts, and a setup failure then exits 1
+  // like a program would. A start marker written to fd 6 by a shell right before it execs the
+  // program (and closes fd 6) tells the two apart: no marker = the sandbox failed (SE); the
+  // program never sees fd 6, so it cannot forge or suppress the marker.
+  args.insert(args.end(), {"/bin/sh", "-c", "printf s >&6 && exec 6>&- && exec \"$@\"", "lightrl-start"});
   args.insert(args.end(), request.argv.begin(), request.argv.end());
   // bwrap itself gets a scrubbed environment: /proc/1/environ inside shows only this.
   std::vector<std::string> env = {"PATH=/usr/bin:/bin"};
 
   ChildPlan plan;
   for (const auto& d : cg->dirs()) plan.cgroup_procs.push_back(d + "/cgroup.procs");
-  plan.num_targets = 6;
+  plan.num_targets = 7;
   plan.target_fds[0] = stdin_fd.fd;
   plan.target_fds[1] = out.w.fd;
   plan.target_fds[2] = err.w.fd;
   plan.target_fds[3] = request.result_channel ? res.w.fd : -1;
   plan.target_fds[4] = json.w.fd;
   plan.target_fds[5] = config_.seccomp ? bpf.fd : -1;
+  plan.target_fds[6] = started_pipe.w.fd;
   AddRlimits(lim, /*address_space=*/false, &plan);
   plan.drop_ids = drop_ids_;
   plan.uid = config_.uid;
@@ -682,17 +695,19 @@ StatusOr<SandboxResult> Sandbox::RunBwrap(const SandboxRequest& request) {
   out.w.reset();
   err.w.reset();
   json.w.reset();
+  started_pipe.w.reset();
   res.w.reset();
   stdin_fd.reset();
   bpf.reset();
 
   SandboxResult result;
-  std::string json_text;
+  std::string json_text, started_text;
   Stream s_out{out.r.fd, &result.stdout_data, lim.stdout_bytes};
   Stream s_err{err.r.fd, &result.stderr_data, lim.stderr_bytes};
   Stream s_json{json.r.fd, &json_text, 1 << 16};
+  Stream s_started{started_pipe.r.fd, &started_text, 16};
   Stream s_res{res.r.fd, &result.result_data, lim.result_bytes};
-  std::vector<Stream*> streams = {&s_out, &s_err, &s_json};
+  std::vector<Stream*> streams = {&s_out, &s_err, &s_json, &s_started};
   if (request.result_channel) streams.push_back(&s_res);
   RunCgroup* cgp = cg.get();
   SuperviseHooks hooks;
@@ -713,20 +728,20 @@ StatusOr<SandboxResult> Sandbox::RunBwrap(const SandboxRequest& request) {
   }
 
   // bwrap's status documents, one per line: {"child-pid": N, ...} then {"exit-code": N}.
-  bool started = false;
   std::istringstream lines(json_text);
   std::string line;
   while (std::getline(lines, line)) {
     auto doc = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (!doc.is_object()) continue;
-    if (doc.contains("child-pid")) started = true;
     if (doc.contains("exit-code") && doc["exit-code"].is_number_integer()) {
       result.exit_code = doc["exit-code"].get<int>();
     }
   }
-  if (!started && result.stop == StopReason::kExited) {
-    // bwrap failed while setting up, before any model code ran: an infrastructure error.
-    return Internal(StrCat("bubblewrap failed before starting the program (status ",
+  if (started_text != "s") {
+    // No start marker: bubblewrap failed (or hung) while setting up, before any model code
+    // ran. An infrastructure error, whatever the exit status says.
+    return Internal(StrCat("bubblewrap failed before starting the program (",
+                           StopReasonName(result.stop), ", status ",
                            WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
                            "): ", result.stderr_data.substr(0, 2000)));
   }

@@ -7,5 +7,8 @@
 namespace lightrl::app {
 
 void AddModelCommands(CLI::App& app, int* exit_code);  // model-info, model-smoke
+void AddTrainCommands(CLI::App& app, int* exit_code);  // train, sft, reward-worker
+void AddCheckpointCommands(CLI::App& app, int* exit_code);  // export, ckpt-info
+void AddRolloutCommands(CLI::App& app, int* exit_code);  // generate, serve
 
 }  // namespace lightrl::app

@@ -12,6 +12,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   lightrl::app::AddModelCommands(app, &exit_code);
+  lightrl::app::AddTrainCommands(app, &exit_code);
+  lightrl::app::AddCheckpointCommands(app, &exit_code);
+  lightrl::app::AddRolloutCommands(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -55,6 +55,12 @@ TORCH_MODULE(RMSNorm);
 // ---- lightning attention layer (attn_type 0), hybrid_model.md §3 ---------------------------
 // Parameters: qkv_proj.weight [3*H*D, C] (per-head interleaved q|k|v), output_gate.weight
 // [H*D, C], norm.weight [H*D], out_proj.weight [C, H*D]. Slopes are constants (not parameters).
+// Computation: qkv = silu(x W_qkvᵀ) in fp32 (per head h: columns [3Dh, 3Dh+D) = q, then k, v);
+// o = lightning attention (model/lightning_ops.h: chunked forward + custom backward, or the
+// recurrent decode step); y = out_proj((RMSNorm_{H*D}(o) with lightning_norm_eps) *
+// sigmoid(output_gate(x))). Attention, norm and gate run in fp32 (fp64 if x is fp64); the
+// result is cast back to x's dtype before out_proj. ctx.cu_seqlens (packed documents) resets
+// the state at each boundary and cannot be combined with a cache.
 class LightningAttentionImpl : public torch::nn::Module {
  public:
   LightningAttentionImpl(const ModelConfig& config, int64_t layer_idx);

@@ -1,10 +1,9 @@
-// Collective and BatchChannel over an MPI communicator (the trainer group). CPU tensors are
-// reduced with MPI_Allreduce in place; in CUDA builds the gradient all-reduce goes over NCCL
-// (core/comm) and this class handles only scalars and the batch broadcast.
+// Collective and BatchChannel over the trainer group's MPI communicator (core/comm/mpi.h,
+// core/comm/mpi_tensors.h). CPU tensors are all-reduced with MPI; a CUDA build routes the
+// gradient all-reduce through NCCL (core/comm) instead.
 #pragma once
 
-#include <mpi.h>
-
+#include "core/comm/mpi.h"
 #include "trainer/policy_trainer.h"
 #include "trainer/trainer.h"
 
@@ -12,18 +11,17 @@ namespace lightrl::trainer {
 
 class MpiCollective : public Collective, public BatchChannel {
  public:
-  explicit MpiCollective(MPI_Comm comm);
-  int rank() const override { return rank_; }
-  int size() const override { return size_; }
-  // Flattens all tensors into one fp32 buffer (one MPI_Allreduce), sums, and scatters back.
+  // `comm` must outlive this object.
+  explicit MpiCollective(const comm::MpiComm* comm) : comm_(comm) {}
+  int rank() const override { return comm_->rank(); }
+  int size() const override { return comm_->size(); }
   void AllReduceSum(std::vector<torch::Tensor>& tensors) override;
   std::vector<double> AllReduceSum(const std::vector<double>& values) override;
   std::vector<double> AllReduceMax(const std::vector<double>& values) override;
   void Broadcast(std::string* bytes) override;
 
  private:
-  MPI_Comm comm_;
-  int rank_ = 0, size_ = 1;
+  const comm::MpiComm* comm_;
 };
 
 }  // namespace lightrl::trainer

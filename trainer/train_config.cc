@@ -24,6 +24,7 @@ TrainConfig Parse(const YAML::Node& root) {
     c.trainer.micro_batch_tokens = t.Get<int64_t>("micro_batch_tokens", c.trainer.micro_batch_tokens);
     c.trainer.log_level = t.Get<std::string>("log_level", c.trainer.log_level);
     c.trainer.deterministic = t.Get<bool>("deterministic", c.trainer.deterministic);
+    c.trainer.init_from = t.Get<std::string>("init_from", c.trainer.init_from);
     if (c.trainer.total_steps < 1) t.Fail("total_steps", "expected >= 1");
     if (c.trainer.micro_batch_tokens < 1) t.Fail("micro_batch_tokens", "expected >= 1");
     t.Finish();
@@ -45,6 +46,7 @@ TrainConfig Parse(const YAML::Node& root) {
     }
     o.timeout_s = ro.Get<double>("timeout_s", o.timeout_s);
     o.max_slots = ro.Get<int>("max_slots", o.max_slots);
+    o.batch_invariant = ro.Get<bool>("batch_invariant", o.batch_invariant);
     if (o.prompts_per_step < 1) ro.Fail("prompts_per_step", "expected >= 1");
     if (o.samples_per_prompt < 1) ro.Fail("samples_per_prompt", "expected >= 1");
     if (!(o.temperature > 0)) ro.Fail("temperature", "expected > 0");
@@ -57,6 +59,8 @@ TrainConfig Parse(const YAML::Node& root) {
     auto& w = c.reward;
     w.timeout_s = rw.Get<double>("timeout_s", w.timeout_s);
     w.endpoints = rw.Get<std::vector<std::string>>("endpoints", w.endpoints);
+    rw.MarkUsed("verifiers");
+    w.verifiers = rw.node()["verifiers"];
     if (rw.Has("overlong")) {
       ConfigReader ol = rw.Child("overlong");
       w.overlong_buffer_len = ol.Get<int64_t>("buffer_len", w.overlong_buffer_len);
@@ -93,11 +97,12 @@ TrainConfig Parse(const YAML::Node& root) {
     c.tensorboard = mt.Get<bool>("tensorboard", c.tensorboard);
     mt.Finish();
   }
-  for (const char* k : {"algorithm", "tasks", "tokenizer", "chat_template"}) r.MarkUsed(k);
+  for (const char* k : {"algorithm", "tasks", "tokenizer", "chat_template", "sft"}) r.MarkUsed(k);
   c.algorithm = root["algorithm"];
   c.tasks = root["tasks"];
   c.tokenizer = root["tokenizer"];
   c.chat_template = root["chat_template"];
+  c.sft = root["sft"];
   r.Finish();
   return c;
 }

@@ -23,6 +23,8 @@ struct RunConfig {
   int64_t micro_batch_tokens = 4096;  // trainer.micro_batch_tokens
   std::string log_level = "info";  // trainer.log_level
   bool deterministic = true;       // trainer.deterministic: synchronous, bit-reproducible on CPU
+  std::string init_from;           // trainer.init_from: model directory (safetensors + config.json,
+                                   // e.g. from `lightrl sft` or `lightrl export`); empty = fresh init
 };
 
 struct RolloutConfig {
@@ -36,6 +38,11 @@ struct RolloutConfig {
   double early_truncation_prob = 0.99;
   double timeout_s = 600;
   int max_slots = 64;
+  // rollout.batch_invariant: every sequence decodes with batch 1, so its tokens are bitwise
+  // independent of batch composition (rollout/engine.h). Off by default: a synchronous run is
+  // reproducible without it (the same requests give the same batches); turn it on to make a
+  // run's samples independent of the number of rollout workers.
+  bool batch_invariant = false;
 };
 
 struct RewardConfig {
@@ -44,6 +51,7 @@ struct RewardConfig {
   int64_t overlong_buffer_len = 0;      // DAPO soft overlong punishment (0 = off)
   double overlong_penalty_factor = 1.0;
   bool overlong_filter = false;         // mask truncated samples from the loss
+  YAML::Node verifiers;                 // reward.verifiers: parsed by reward/ (RewardWorker::Create)
 };
 
 struct RolesConfig {
@@ -70,6 +78,7 @@ struct TrainConfig {
   YAML::Node tasks;          // parsed by envs/
   YAML::Node tokenizer;      // parsed by model/tokenizer.h
   YAML::Node chat_template;  // parsed by model/tokenizer.h
+  YAML::Node sft;            // parsed by trainer/sft.h (`lightrl sft` only)
   YAML::Node raw;            // the whole resolved config (stored in checkpoints)
 };
 

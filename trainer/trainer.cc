@@ -97,8 +97,10 @@ Status Trainer::Run() {
   if (is_driver()) {
     LR_ASSIGN_OR_RETURN(metrics_, MetricsLogger::Open(run_dir_, step_, config_.tensorboard));
     log->info("algorithm: {}", hooks_.description);
-    // The rollout side must serve the current weights before the first step.
-    LR_RETURN_IF_ERROR(PublishWeights());
+    // The rollout side must serve the current weights before the first step. A resumed run
+    // re-publishes the checkpoint's version (the weights are the ones that version named), so
+    // its version counter continues exactly as in an uninterrupted run.
+    LR_RETURN_IF_ERROR(PublishWeights(/*new_version=*/step_ == 0));
   }
   while (step_ < config_.trainer.total_steps) {
     const int64_t step = step_ + 1;
@@ -164,7 +166,7 @@ StatusOr<StepMetrics> Trainer::Step(int64_t step) {
   metrics.insert(update.begin(), update.end());
   metrics["time/update_s"] = Seconds(t);
   t = Clock::now();
-  if (is_driver()) LR_RETURN_IF_ERROR(PublishWeights());
+  if (is_driver()) LR_RETURN_IF_ERROR(PublishWeights(/*new_version=*/true));
   metrics["time/publish_weights_s"] = Seconds(t);
   SampleMetrics(samples, &metrics);
   consumed_prompts_ += config_.rollout.prompts_per_step;
@@ -430,10 +432,10 @@ StepMetrics Trainer::Update(std::vector<Sample>* samples, const std::vector<int6
   return policy_->Update(*samples, order, opts, hooks_.loss);
 }
 
-Status Trainer::PublishWeights() {
+Status Trainer::PublishWeights(bool new_version) {
   model::NamedTensors weights;
   for (const auto& item : policy_->model()->named_parameters()) weights[item.key()] = item.value().detach();
-  ++weights_version_;
+  if (new_version) ++weights_version_;
   return ports_.rollout->PublishWeights(weights, weights_version_);
 }
 

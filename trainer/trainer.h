@@ -71,6 +71,9 @@ class Trainer {
   void SetCounters(int64_t step, uint64_t weights_version, int64_t consumed_prompts, int64_t consumed_samples);
   int64_t consumed_prompts() const { return consumed_prompts_; }
   int64_t consumed_samples() const { return consumed_samples_; }
+  // Id of the next RewardBatch (checkpointed so batch ids stay unique across a resume).
+  uint64_t next_reward_batch() const { return next_reward_batch_; }
+  void SetNextRewardBatch(uint64_t id) { next_reward_batch_ = id; }
 
   // Token ids that end a response (the tokenizer's EOS / end-of-turn).
   void SetStopTokens(std::vector<int32_t> ids) { stop_token_ids_ = std::move(ids); }
@@ -90,7 +93,8 @@ class Trainer {
   void OldLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics);
   void Advantages(std::vector<Sample>* samples, StepMetrics* metrics);
   StepMetrics Update(std::vector<Sample>* samples, const std::vector<int64_t>& order);
-  Status PublishWeights();
+  // Sends the policy to the rollout side, as a new version or (resume) as the current one.
+  Status PublishWeights(bool new_version);
   void SampleMetrics(const std::vector<Sample>& samples, StepMetrics* metrics);
 
   TrainConfig config_;

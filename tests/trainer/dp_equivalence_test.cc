@@ -82,7 +82,8 @@ TEST(DataParallelTest, TwoRanksEqualOneRankWithTheWholeBatch) {
     StepMetrics metrics = trainer.Update(samples, all, opts, Loss);
     return std::make_pair(m, metrics);
   };
-  MpiCollective mpi(MPI_COMM_WORLD);
+  comm::MpiComm world_comm = comm::MpiComm::World();
+  MpiCollective mpi(&world_comm);
   auto [distributed, dist_metrics] = run(&mpi);
   LocalCollective local;
   auto [single, single_metrics] = run(&local);

@@ -1,0 +1,213 @@
+// `lightrl train` as users launch it: mpirun with split roles on loopback, colocated mode, a
+// standalone reward worker killed mid-run, a protocol-version mismatch, and bad configs. Each
+// test runs the real binary (LIGHTRL_BINARY) in a fresh run directory and checks its exit code,
+// its stderr and metrics.jsonl.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/comm/zmq_rpc.h"
+#include "core/protocol/codec.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string SourceDir() {
+  const char* d = std::getenv("LIGHTRL_SOURCE_DIR");
+  return d ? d : LIGHTRL_SOURCE_DIR_DEFAULT;
+}
+
+std::string Mpirun(int np) {
+  return "mpirun -np " + std::to_string(np) + " --oversubscribe --bind-to none --allow-run-as-root ";
+}
+
+// The tiny recipe shrunk to a few seconds per step.
+std::string FastOverrides() {
+  return " trainer.total_steps=2 rollout.prompts_per_step=2 rollout.samples_per_prompt=4"
+         " rollout.max_response_len=8 trainer.threads=1 metrics.tensorboard=false";
+}
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;  // stdout + stderr
+};
+
+RunResult Run(const std::string& command) {
+  RunResult r;
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+size_t CountLines(const std::string& path) {
+  std::ifstream in(path);
+  size_t n = 0;
+  std::string line;
+  while (std::getline(in, line)) n += !line.empty();
+  return n;
+}
+
+std::vector<nlohmann::json> ReadMetrics(const std::string& run_dir) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+std::string FreshDir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("lightrl_train_job_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+std::string Recipe() { return SourceDir() + "/configs/cispo_tiny.yaml"; }
+
+TEST(TrainJobTest, SplitRolesRunCompletesAndWritesMetrics) {
+  const std::string dir = FreshDir("split");
+  RunResult r = Run(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
+                    " --run-dir " + dir + " --resume none");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<nlohmann::json> m = ReadMetrics(dir);
+  ASSERT_EQ(m.size(), 2u) << r.output;
+  for (size_t i = 0; i < m.size(); ++i) {
+    EXPECT_EQ(m[i]["step"].get<int64_t>(), static_cast<int64_t>(i + 1));
+    // 2 prompts x 4 samples, every one scored by the reward rank (none masked).
+    EXPECT_EQ(m[i]["samples/total"].get<double>(), 8.0);
+    EXPECT_EQ(m[i]["samples/masked"].get<double>(), 0.0);
+    EXPECT_GT(m[i]["time/rollout_s"].get<double>(), 0.0);
+    EXPECT_TRUE(m[i].contains("reward/mean"));
+    // Weights were published before step 1 and after every step.
+    EXPECT_EQ(m[i]["counters/weights_version"].get<double>(), static_cast<double>(i + 1));
+    // Synchronous on-policy: the rollout's log-probs are the trainer's (same model code, same weights).
+    EXPECT_LT(m[i]["logp/rollout_vs_trainer_abs_max"].get<double>(), 1e-4);
+  }
+}
+
+TEST(TrainJobTest, ColocatedTwoTrainerRanksRunCompletes) {
+  const std::string dir = FreshDir("colocated");
+  RunResult r = Run(Mpirun(2) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
+                    " roles.mode=colocated --run-dir " + dir + " --resume none");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<nlohmann::json> m = ReadMetrics(dir);
+  ASSERT_EQ(m.size(), 2u) << r.output;
+  EXPECT_EQ(m[1]["samples/total"].get<double>(), 8.0);
+}
+
+TEST(TrainJobTest, BadConfigKeyFailsNamingTheKey) {
+  const std::string dir = FreshDir("badkey");
+  RunResult r = Run(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + " rollout.temprature=0.5 --run-dir " + dir);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("rollout.temprature"), std::string::npos) << r.output;
+  RunResult roles = Run(Mpirun(2) + LIGHTRL_BINARY + " train " + Recipe() + " --run-dir " + dir);
+  EXPECT_NE(roles.exit_code, 0);  // 2 ranks cannot hold trainer + rollout + reward
+  EXPECT_NE(roles.output.find("roles.rollout_ranks"), std::string::npos) << roles.output;
+}
+
+// A standalone reward worker process (lightrl reward-worker); killed with SIGKILL by Stop().
+class WorkerProcess {
+ public:
+  explicit WorkerProcess(const std::string& endpoint_file) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::execl(LIGHTRL_BINARY, LIGHTRL_BINARY, "reward-worker", "--bind", "tcp://127.0.0.1:*", "--endpoint-file",
+              endpoint_file.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    for (int i = 0; i < 600 && !fs::exists(endpoint_file); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::ifstream in(endpoint_file);
+    std::getline(in, endpoint_);
+  }
+  ~WorkerProcess() { Stop(); }
+  void Stop() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string endpoint_;
+};
+
+TEST(TrainJobTest, KilledRewardWorkerMasksItsSamplesAndTheRunContinues) {
+  const std::string dir = FreshDir("killed");
+  WorkerProcess a(dir + "/a.endpoint"), b(dir + "/b.endpoint");
+  ASSERT_FALSE(a.endpoint().empty());
+  ASSERT_FALSE(b.endpoint().empty());
+  // trainer + rollout ranks; rewards only from the two standalone workers.
+  const std::string cmd = Mpirun(2) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
+                          " trainer.total_steps=4 roles.reward_ranks=0 reward.timeout_s=2" +
+                          " reward.endpoints=[" + a.endpoint() + "," + b.endpoint() + "]" + " --run-dir " + dir +
+                          " --resume none";
+  RunResult r;
+  std::thread job([&] { r = Run(cmd); });
+  // Kill worker b once step 1 is logged (the run is under way).
+  for (int i = 0; i < 2400 && CountLines(dir + "/metrics.jsonl") == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  b.Stop();
+  job.join();
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<nlohmann::json> m = ReadMetrics(dir);
+  ASSERT_EQ(m.size(), 4u) << r.output;
+  EXPECT_EQ(m[0]["samples/masked"].get<double>(), 0.0);
+  double lost = 0;
+  for (const auto& s : m)
+    if (s.contains("samples/masked_worker_lost")) lost += s["samples/masked_worker_lost"].get<double>();
+  // Round-robin over 2 workers: b held half of one batch when it was found dead, then it is skipped.
+  EXPECT_EQ(lost, 4.0) << r.output;
+  EXPECT_EQ(m.back()["samples/masked"].get<double>(), 0.0);
+  EXPECT_NE(r.output.find("reward-endpoint-1"), std::string::npos) << "the lost worker is named in the log";
+}
+
+TEST(TrainJobTest, RewardWorkerRejectsAnotherProtocolVersion) {
+  const std::string dir = FreshDir("version");
+  WorkerProcess w(dir + "/w.endpoint");
+  ASSERT_FALSE(w.endpoint().empty());
+  auto client = lightrl::comm::RpcClient::Connect(w.endpoint(), "reward");
+  ASSERT_TRUE(client.ok());
+  lightrl::protocol::RewardBatch batch;
+  std::string frame = lightrl::protocol::Encode(batch);
+  const uint16_t other = lightrl::protocol::kProtocolVersion + 1;
+  frame[4] = static_cast<char>(other & 0xff);
+  frame[5] = static_cast<char>(other >> 8);
+  auto reply = (*client)->Call({frame}, std::chrono::milliseconds(10000));
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  ASSERT_EQ(reply->size(), 1u);
+  auto decoded = lightrl::protocol::Decode((*reply)[0]);
+  ASSERT_TRUE(decoded.ok());
+  auto* err = std::get_if<lightrl::protocol::ErrorReply>(&*decoded);
+  ASSERT_NE(err, nullptr) << "expected an ErrorReply";
+  EXPECT_EQ(err->code, lightrl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(err->message.find(std::to_string(other)), std::string::npos) << err->message;
+  // The worker keeps serving well-formed requests afterwards.
+  auto ok = (*client)->Call({lightrl::protocol::Encode(batch)}, std::chrono::milliseconds(10000));
+  ASSERT_TRUE(ok.ok());
+  auto good = lightrl::protocol::Decode((*ok)[0]);
+  ASSERT_TRUE(good.ok());
+  EXPECT_TRUE(std::holds_alternative<lightrl::protocol::RewardResultBatch>(*good));
+}
+
+}  // namespace

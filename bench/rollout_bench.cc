@@ -1,13 +1,243 @@
-// Placeholder until the rollout suite lands: refuses clearly instead of printing fake numbers.
+// lightrl-bench rollout: the generation engine on the tiny hybrid model (configs/model/tiny.yaml).
+//
+//   lightrl-bench rollout [--quick] [--threads N]
+//
+// Sections:
+//  1. Decode throughput vs batch size (1..64) at context 512: tokens/s of one decode step over B
+//     rows (synthetic cache, as in DecodeScalingSection), hybrid vs all-softmax (ratio).
+//  2. DecodeScalingSection: decode time per token vs context 1K..32K (quick: 1K..8K), hybrid vs
+//     all-softmax; target hybrid t(32K)/t(1K) <= 1.5.
+//  3. Continuous vs static batching: the Engine on a mixed-length workload (4-8 requests per slot,
+//     prompt 32 tokens, response lengths spread evenly over 16..256 (quick: 16..128) and forced by
+//     max_new_tokens, no EOS, repetition truncation off, 8 slots), wall time of Generate; target
+//     continuous >= 1.3x static throughput.
+//  4. Memory per slot: lightning state (fp32, O(1) in context) vs softmax KV cache (fp32, per
+//     token), for the tiny model (measured with ModelCache::bytes) and MiniMax-M1 (analytic).
+//  5. Batched decode at B = 64 as a fraction of the compute limit: the Engine's decode tokens/s
+//     (64 samples of one prompt, sampling and log-probs included, prefill excluded) x 2 x active
+//     parameters per token (attention/MoE active weights + LM head; CountParameters) vs the fp32
+//     matmul rate measured in this run (1024^3); target >= 50%. The bare forward step and a 4x
+//     wider variant are shown for reference.
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
 
 #include "bench/bench.h"
+#include "core/check.h"
+#include "model/config.h"
+#include "model/hybrid_model.h"
+#include "rollout/engine.h"
 
 namespace lightrl::bench {
 
-int RunRolloutSuite(const BenchOptions&) {
-  std::fprintf(stderr, "lightrl-bench rollout: not implemented yet\n");
-  return 3;
+// From bench/decode_bench.cc.
+double DecodeStepSeconds(model::HybridModel& m, int64_t B, int64_t C, int reps);
+model::ModelConfig TinyModelConfig();
+model::ModelConfig AllSoftmaxVariant(model::ModelConfig c);
+
+namespace {
+
+std::string Mb(double bytes) {
+  if (bytes >= 1e9) return Fmt(bytes / 1e9, 2) + " GB";
+  if (bytes >= 1e6) return Fmt(bytes / 1e6, 2) + " MB";
+  return Fmt(bytes / 1e3, 2) + " KB";
+}
+
+model::HybridModel Build(const model::ModelConfig& c) {
+  model::HybridModel m(c);
+  m->InitWeights(1);
+  m->eval();
+  return m;
+}
+
+// n requests, prompt 32 tokens, response lengths spread evenly over [16, max_len] in a shuffled
+// order (forced by max_new_tokens: no EOS, repetition truncation off).
+std::vector<rollout::Request> MixedWorkload(int n, int max_len, int64_t vocab) {
+  std::vector<rollout::Request> out;
+  for (int i = 0; i < n; ++i) {
+    rollout::Request r;
+    r.request_id = i;
+    torch::Tensor p = torch::randint(vocab, {32}, torch::kLong);
+    r.prompt_ids.assign(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + 32);
+    const int64_t rank = (static_cast<int64_t>(i) * 37) % n;  // a fixed permutation of 0..n-1 (n coprime to 37)
+    r.params.max_new_tokens = 16 + static_cast<int>(rank * (max_len - 16) / std::max(1, n - 1));
+    r.params.repetition_truncation = false;
+    r.seed = i;
+    out.push_back(r);
+  }
+  return out;
+}
+
+// Decode throughput of the Engine at batch B: B samples of one prompt (shared prefill) decoding
+// `steps` tokens together; tokens/s over the wall time minus the prefill (so it includes
+// sampling, log-probs and bookkeeping, not only the forward).
+double EngineDecodeTokensPerSecond(model::HybridModel& m, int B, int steps) {
+  rollout::EngineOptions o;
+  o.max_slots = B;
+  rollout::Engine engine(m, o);
+  rollout::Request r;
+  torch::Tensor p = torch::randint(m->config().vocab_size, {32}, torch::kLong);
+  r.prompt_ids.assign(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + 32);
+  r.params.max_new_tokens = steps;
+  r.params.repetition_truncation = false;
+  r.num_samples = B;
+  engine.Generate({r});  // warm-up
+  engine.ResetStats();
+  const auto t0 = std::chrono::steady_clock::now();
+  engine.Generate({r});
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const rollout::EngineStats st = engine.stats();
+  return static_cast<double>(st.decode_rows) / (wall - st.prefill_seconds);
+}
+
+}  // namespace
+
+int RunRolloutSuite(const BenchOptions& options) {
+  torch::manual_seed(0);
+  const model::ModelConfig hybrid_cfg = TinyModelConfig();
+  const model::ModelConfig softmax_cfg = AllSoftmaxVariant(hybrid_cfg);
+  model::HybridModel hybrid = Build(hybrid_cfg), softmax = Build(softmax_cfg);
+  std::vector<Target> targets;
+  const int reps = options.quick ? 7 : 15;
+
+  // 1. batch sweep.
+  const int64_t context = 512;
+  const std::vector<int64_t> batches = options.quick ? std::vector<int64_t>{1, 4, 16, 64}
+                                                     : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64};
+  Table bt("decode throughput vs batch size (context " + std::to_string(context) + ", one step of B rows)",
+           {"batch", "hybrid tok/s", "all-softmax tok/s", "hybrid/softmax", "hybrid step", "hybrid vs B=1"});
+  double hybrid_tps_1 = 0;
+  for (int64_t B : batches) {
+    const double th = DecodeStepSeconds(hybrid, B, context, reps);
+    const double ts = DecodeStepSeconds(softmax, B, context, reps);
+    const double tps = B / th;
+    if (B == 1) hybrid_tps_1 = tps;
+    bt.AddRow({std::to_string(B), Fmt(tps, 0), Fmt(B / ts, 0), Fmt(ts / th, 2) + "x", Fmt(th * 1e3, 3) + " ms",
+               Fmt(tps / hybrid_tps_1, 2) + "x"});
+    std::fflush(stdout);
+  }
+  bt.Print();
+
+  // 2. context scaling (shared with the attention suite).
+  DecodeScalingSection(options, &targets);
+
+  // 3. continuous vs static batching.
+  {
+    const int slots = 8, n = options.quick ? 32 : 64, max_len = options.quick ? 128 : 256;
+    std::vector<rollout::Request> work = MixedWorkload(n, max_len, hybrid_cfg.vocab_size);
+    int64_t total_tokens = 0;
+    for (const auto& r : work) total_tokens += r.params.max_new_tokens;
+    auto run = [&](bool continuous, rollout::EngineStats* stats) {
+      rollout::EngineOptions o;
+      o.max_slots = slots;
+      o.continuous_batching = continuous;
+      rollout::Engine engine(hybrid, o);
+      const auto t0 = std::chrono::steady_clock::now();
+      auto out = engine.Generate(work);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      int64_t tokens = 0;
+      for (const auto& c : out) tokens += static_cast<int64_t>(c.token_ids.size());
+      LR_CHECK(tokens == total_tokens, "rollout bench: expected ", total_tokens, " tokens, got ", tokens);
+      *stats = engine.stats();
+      return s;
+    };
+    rollout::EngineStats sc, ss;
+    const double t_static = run(false, &ss);
+    const double t_cont = run(true, &sc);
+    Table ct("continuous vs static batching (" + std::to_string(n) + " requests, prompt 32, " +
+                 std::to_string(total_tokens) + " tokens, lengths evenly 16.." + std::to_string(max_len) + ", " +
+                 std::to_string(slots) + " slots)",
+             {"mode", "wall", "tok/s", "decode steps", "rows/step", "prefill", "decode fwd", "other", "ratio"});
+    auto add = [&](const std::string& mode, double t, const rollout::EngineStats& st, double ratio) {
+      ct.AddRow({mode, Fmt(t, 3) + " s", Fmt(total_tokens / t, 0), std::to_string(st.decode_steps),
+                 Fmt(static_cast<double>(st.decode_rows) / st.decode_steps, 2), Fmt(st.prefill_seconds, 3) + " s",
+                 Fmt(st.decode_seconds, 3) + " s", Fmt(t - st.prefill_seconds - st.decode_seconds, 3) + " s",
+                 Fmt(ratio, 2) + "x"});
+    };
+    add("static", t_static, ss, 1.0);
+    add("continuous", t_cont, sc, t_static / t_cont);
+    ct.Print();
+    targets.push_back({"rollout.continuous_over_static_throughput", t_static / t_cont, ">=", 1.3});
+  }
+
+  // 4. memory per slot.
+  {
+    Table mt("memory per slot (fp32): lightning state vs softmax KV cache",
+             {"model", "lightning state/slot", "KV/token", "KV at 4K", "KV at 32K", "all-softmax KV at 32K",
+              "break-even context"});
+    auto row = [&](const std::string& name, const model::ModelConfig& c, double measured_state) {
+      const int64_t n_soft = std::count(c.attn_type_list.begin(), c.attn_type_list.end(), 1);
+      const int64_t n_light = c.num_hidden_layers - n_soft;
+      const double state = measured_state > 0 ? measured_state
+                                              : 4.0 * n_light * c.num_attention_heads * c.head_dim * c.head_dim;
+      const double kv_tok = 4.0 * 2 * n_soft * c.num_key_value_heads * c.head_dim;
+      const double kv_tok_all = 4.0 * 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim;
+      mt.AddRow({name, Mb(state), Mb(kv_tok), Mb(kv_tok * 4096), Mb(kv_tok * 32768), Mb(kv_tok_all * 32768),
+                 Fmt(state / kv_tok, 0) + " tokens"});
+    };
+    // Measured on the tiny model: a 1-row cache after a 64-token prefill, minus its KV part.
+    model::ModelCache cache;
+    {
+      torch::NoGradGuard no_grad;
+      hybrid->forward(torch::randint(hybrid_cfg.vocab_size, {1, 64}, torch::kLong), {}, &cache);
+    }
+    double state_bytes = 0;
+    for (const auto& l : cache.layers) {
+      if (l.lightning.state.defined()) state_bytes += l.lightning.state.numel() * 4.0;
+    }
+    row("tiny (measured state)", hybrid_cfg, state_bytes);
+    std::vector<std::filesystem::path> m1 = {"configs/model/minimax_m1.yaml",
+                                             std::filesystem::path(__FILE__).parent_path().parent_path() /
+                                                 "configs/model/minimax_m1.yaml"};
+    for (const auto& p : m1) {
+      if (!std::filesystem::exists(p)) continue;
+      auto c = model::LoadModelConfig(p.string());
+      if (c.ok()) row("MiniMax-M1 (analytic)", *c, 0);
+      break;
+    }
+    mt.Print();
+  }
+
+  // 5. batched decode vs the compute limit: the Engine at B = 64 (sampling included), the bare
+  // forward step, and a 4x wider variant of the tiny model for the trend (per-op overhead vs FLOPs).
+  {
+    const double matmul = MeasureMatmulGflops(1024);
+    Table ft("batched decode at B = 64 vs the compute limit (2 x active params FLOPs/token; fp32 matmul " +
+                 Fmt(matmul, 1) + " GFLOP/s measured now)",
+             {"model", "active params", "FLOPs/token", "limit tok/s", "engine tok/s", "fraction", "forward-only tok/s",
+              "fraction"});
+    auto measure = [&](const std::string& name, model::HybridModel& m, double* fraction) {
+      const model::ModelConfig& c = m->config();
+      const model::ParameterCounts pc = model::CountParameters(c);
+      const double active = static_cast<double>(pc.active_non_embedding) +
+                            static_cast<double>(c.vocab_size) * c.hidden_size;  // + LM head
+      const double limit = matmul * 1e9 / (2 * active);
+      const double engine_tps = EngineDecodeTokensPerSecond(m, 64, options.quick ? 16 : 32);
+      const double fwd_tps = 64 / DecodeStepSeconds(m, 64, context, reps);
+      ft.AddRow({name, Fmt(active / 1e6, 3) + " M", Fmt(2 * active / 1e6, 2) + " M", Fmt(limit, 0), Fmt(engine_tps, 0),
+                 Fmt(engine_tps / limit, 3), Fmt(fwd_tps, 0), Fmt(fwd_tps / limit, 3)});
+      *fraction = engine_tps / limit;
+    };
+    double tiny_fraction = 0, wide_fraction = 0;
+    measure("tiny", hybrid, &tiny_fraction);
+    model::ModelConfig wide = hybrid_cfg;
+    wide.hidden_size *= 4;
+    wide.intermediate_size *= 4;
+    wide.head_dim *= 2;
+    wide.num_attention_heads *= 2;
+    wide.num_key_value_heads *= 2;
+    wide.rotary_dim *= 2;
+    model::HybridModel wide_model = Build(wide);
+    measure("tiny x4 wide (reference)", wide_model, &wide_fraction);
+    ft.Print();
+    targets.push_back({"rollout.batch64_decode_fraction_of_compute_limit", tiny_fraction, ">=", 0.5});
+  }
+
+  PrintTargets(targets);
+  return 0;
 }
 
 }  // namespace lightrl::bench

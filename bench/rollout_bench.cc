@@ -4,7 +4,7 @@
 //
 // Sections:
 //  1. Decode throughput vs batch size (1..64) at context 512: tokens/s of one decode step over B
-//     rows (synthetic cache, as in DecodeScalingSection), hybrid vs all-softmax (ratio).
+//     rows (synthetic cache, fastest of N steps, as in DecodeScalingSection), hybrid vs all-softmax.
 //  2. DecodeScalingSection: decode time per token vs context 1K..32K (quick: 1K..8K), hybrid vs
 //     all-softmax; target hybrid t(32K)/t(1K) <= 1.5.
 //  3. Continuous vs static batching: the Engine on a mixed-length workload (4-8 requests per slot,

@@ -12,7 +12,7 @@
 namespace lightrl::reward::math {
 namespace {
 
-constexpr int kMaxDepth = 60;           // parser recursion
+constexpr int kMaxDepth = 400;          // parser recursion (~7 frames per nesting level)
 constexpr size_t kMaxTokens = 4000;     // longer answers are not parsed
 constexpr size_t kMaxPolyTerms = 128;   // expansion guard
 constexpr size_t kMaxBits = 1 << 16;    // size guard for exact rationals (bits)

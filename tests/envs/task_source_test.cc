@@ -7,6 +7,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <set>
@@ -267,6 +268,21 @@ TEST(Generators, DifficultyKnobsShapeTheTasks) {
     auto r = nlohmann::json::parse(a->Next().reference_json);
     EXPECT_NE(r["answer"].get<std::string>()[0], '-');
   }
+}
+
+TEST(TaskSource, ShippedTinyCurriculumBuildsAndStartsShort) {
+  const char* root = std::getenv("LIGHTRL_SOURCE_DIR");
+  ASSERT_NE(root, nullptr) << "ctest sets LIGHTRL_SOURCE_DIR";
+  YAML::Node cfg = YAML::LoadFile(std::string(root) + "/configs/tasks/tiny_curriculum.yaml");
+  auto s = BuildTaskSource(cfg["tasks"], 1);
+  ASSERT_TRUE(s.ok()) << s.status();
+  for (int i = 0; i < 500; ++i) {
+    Task t = (*s)->Next();
+    EXPECT_EQ(t.source, "add1") << "only the easiest source is on during the first draws";
+    EXPECT_LE(t.prompt.size(), 14u) << t.prompt;
+  }
+  auto ev = BuildTaskSource(cfg["tasks"], 1, "eval");
+  ASSERT_TRUE(ev.ok()) << ev.status();
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "reward/reward_worker.h"
@@ -230,6 +231,20 @@ TEST(RewardWorker, CodeVerifierScoresPythonPrograms) {
   EXPECT_EQ(res[2].error().kind, RewardErrorKind::kParseFail);
   ASSERT_TRUE(res[3].ok());
   EXPECT_EQ(res[3].score().value, 1.0);
+}
+
+TEST(RewardWorker, ShippedDefaultsFileMatchesTheBuiltInDefaults) {
+  const char* root = std::getenv("LIGHTRL_SOURCE_DIR");
+  ASSERT_NE(root, nullptr) << "ctest sets LIGHTRL_SOURCE_DIR";
+  YAML::Node cfg = YAML::LoadFile(std::string(root) + "/configs/tasks/reward_defaults.yaml");
+  auto w = RewardWorker::Create(cfg["reward"]["verifiers"]);
+  ASSERT_TRUE(w.ok()) << w.status();
+  auto d = RewardWorker::Create(YAML::Node());
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ((*w)->VerifierNames(), (*d)->VerifierNames());
+  EXPECT_EQ((*w)->config().pool.timeout_s, (*d)->config().pool.timeout_s);
+  EXPECT_EQ((*w)->config().pool.processes, (*d)->config().pool.processes);
+  EXPECT_EQ((*w)->config().pool.memory_bytes, (*d)->config().pool.memory_bytes);
 }
 
 TEST(CheckerPool, ResultWireFormatRoundTrips) {

@@ -2,6 +2,7 @@
 
 #include <future>
 
+#include "core/check.h"
 #include "core/logging.h"
 #include "reward/math/math_verifier.h"
 #include "reward/synthetic_verifiers.h"
@@ -197,6 +198,66 @@ std::vector<RewardResult> RewardWorker::Score(const std::vector<protocol::Reward
     out.push_back(std::move(r));
   }
   return out;
+}
+
+Status RewardWorker::ValidateReference(const std::string& verifier, const std::string& reference_json) const {
+  if (verifier == "code") {
+    if (!config_.code_enabled) return InvalidArgument("verifier 'code' is disabled in the config");
+    auto j = nlohmann::json::parse(reference_json, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return InvalidArgument("code reference: expected a JSON object");
+    auto t = code::ParseCodeTask(j, config_.code.default_language);
+    if (!t.ok()) return InvalidArgument("code reference: " + t.status().message());
+    return Status::Ok();
+  }
+  auto it = config_.rule_verifiers.find(verifier);
+  if (it == config_.rule_verifiers.end()) return InvalidArgument("no enabled verifier named '" + verifier + "'");
+  protocol::RewardRequest q;
+  q.task_id = "<validate>";
+  q.verifier = verifier;
+  q.reference_json = reference_json;
+  RewardResult r = RunInline({0}, [&](size_t) { return it->second->Verify(q); })[0];
+  if (!r.ok()) return InvalidArgument(std::string(RewardErrorKindName(r.error().kind)) + ": " + r.error().message);
+  return Status::Ok();
+}
+
+std::map<std::string, VerifierBatchStats> SummarizeBatch(const std::vector<protocol::RewardRequest>& requests,
+                                                         const std::vector<RewardResult>& results) {
+  LR_CHECK(requests.size() == results.size(), "SummarizeBatch: ", requests.size(), " requests but ",
+           results.size(), " results");
+  std::map<std::string, VerifierBatchStats> out;
+  std::map<std::string, double> sum;
+  std::map<std::string, bool> nonzero;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto& st = out[requests[i].verifier];
+    ++st.requests;
+    if (results[i].ok()) {
+      ++st.scored;
+      sum[requests[i].verifier] += results[i].score().value;
+      if (results[i].score().value != 0) nonzero[requests[i].verifier] = true;
+    } else {
+      ++st.errors[RewardErrorKindName(results[i].error().kind)];
+    }
+  }
+  for (auto& [name, st] : out) {
+    st.mean_score = st.scored ? sum[name] / static_cast<double>(st.scored) : 0.0;
+    st.all_zero = st.scored > 0 && !nonzero[name];
+  }
+  return out;
+}
+
+void LogBatchWarnings(const std::map<std::string, VerifierBatchStats>& stats, double max_error_share) {
+  for (const auto& [name, st] : stats) {
+    int64_t errors = st.requests - st.scored;
+    if (st.all_zero && st.scored >= 8) {
+      Logger("reward")->warn("verifier '{}': all {} scored rewards in this batch are 0", name, st.scored);
+    }
+    if (st.requests > 0 && static_cast<double>(errors) > max_error_share * static_cast<double>(st.requests)) {
+      std::string kinds;
+      for (const auto& [k, n] : st.errors) kinds += (kinds.empty() ? "" : ", ") + k + "=" + std::to_string(n);
+      Logger("reward")->warn("verifier '{}': {} of {} results masked by infrastructure errors ({})", name, errors,
+                             st.requests, kinds);
+    }
+  }
 }
 
 }  // namespace lightrl::reward

@@ -76,6 +76,12 @@ class RewardWorker {
   std::vector<RewardResult> Score(const std::vector<protocol::RewardRequest>& requests, double deadline_s = 0);
   std::vector<std::string> VerifierNames() const;
 
+  // Offline gold validation (M1 keeps only samples whose gold the rule checker can parse):
+  // OK when `verifier` exists and accepts `reference_json`, else InvalidArgument with the
+  // verifier's reason. Rule verifiers run inline here (references are trusted data); "code"
+  // references are checked by the executor's task parser without running anything.
+  Status ValidateReference(const std::string& verifier, const std::string& reference_json) const;
+
   const RewardWorkerConfig& config() const { return config_; }
 
  private:
@@ -91,5 +97,20 @@ class RewardWorker {
   std::unique_ptr<code::CodeVerifier> code_;
   std::string code_error_;  // why the code verifier could not be created (sticky)
 };
+
+// Per-batch monitoring (rewards.md §1 item 4): per verifier, how many results were scored, how
+// many were masked by each error kind, and the mean score; `all_zero` flags a batch whose scored
+// results are all 0 (the silent-zero failure of verl PR #5635 / slime PR #2219).
+struct VerifierBatchStats {
+  int64_t requests = 0;
+  int64_t scored = 0;
+  std::map<std::string, int64_t> errors;  // RewardErrorKindName -> count
+  double mean_score = 0;
+  bool all_zero = false;  // scored > 0 and every score == 0
+};
+std::map<std::string, VerifierBatchStats> SummarizeBatch(const std::vector<protocol::RewardRequest>& requests,
+                                                         const std::vector<RewardResult>& results);
+// Logs a warning per verifier with an all-zero batch or more than `max_error_share` masked.
+void LogBatchWarnings(const std::map<std::string, VerifierBatchStats>& stats, double max_error_share = 0.1);
 
 }  // namespace lightrl::reward

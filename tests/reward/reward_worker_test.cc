@@ -247,6 +247,39 @@ TEST(RewardWorker, ShippedDefaultsFileMatchesTheBuiltInDefaults) {
   EXPECT_EQ((*w)->config().pool.memory_bytes, (*d)->config().pool.memory_bytes);
 }
 
+TEST(RewardWorker, ValidateReferenceFindsBadGolds) {
+  auto w = MakeWorker("");
+  ASSERT_TRUE(w);
+  EXPECT_TRUE(w->ValidateReference("math", R"({"answer": "\\frac{1}{2}"})").ok());
+  EXPECT_TRUE(w->ValidateReference("countdown", R"({"numbers": [1, 2], "target": 3})").ok());
+  EXPECT_TRUE(w->ValidateReference("code", R"({"tests": [{"input": "1", "output": "1"}]})").ok());
+  Status a = w->ValidateReference("math", R"({"answer": "\\frac{"})");
+  EXPECT_FALSE(a.ok());
+  EXPECT_NE(a.message().find("parse_fail"), std::string::npos) << a;
+  EXPECT_FALSE(w->ValidateReference("latin", R"({"n": 3})").ok());
+  EXPECT_FALSE(w->ValidateReference("code", R"({"tests": 5})").ok());
+  EXPECT_FALSE(w->ValidateReference("nope", "{}").ok());
+}
+
+TEST(RewardWorker, BatchSummaryCountsErrorsAndFlagsAllZero) {
+  std::vector<RewardRequest> reqs = {Req(1, "math", "", ""), Req(2, "math", "", ""), Req(3, "math", "", ""),
+                                     Req(4, "code", "", ""), Req(5, "code", "", "")};
+  std::vector<RewardResult> res = {RewardResult::Scored(1, 0, Verdict::kWrong), RewardResult::Scored(2, 0, Verdict::kWrong),
+                                   RewardResult::Failed(3, RewardErrorKind::kTimeout, "t"),
+                                   RewardResult::Scored(4, 0.5, Verdict::kPartial),
+                                   RewardResult::Failed(5, RewardErrorKind::kSandboxError, "s")};
+  auto st = SummarizeBatch(reqs, res);
+  ASSERT_EQ(st.size(), 2u);
+  EXPECT_EQ(st["math"].requests, 3);
+  EXPECT_EQ(st["math"].scored, 2);
+  EXPECT_EQ(st["math"].errors["timeout"], 1);
+  EXPECT_TRUE(st["math"].all_zero);
+  EXPECT_FALSE(st["code"].all_zero);
+  EXPECT_DOUBLE_EQ(st["code"].mean_score, 0.5);
+  EXPECT_EQ(st["code"].errors["sandbox_error"], 1);
+  LogBatchWarnings(st);  // must not throw
+}
+
 TEST(CheckerPool, ResultWireFormatRoundTrips) {
   auto a = RewardResult::Scored(1, -0.5, Verdict::kPartial, R"({"x":"\u00e9"})");
   auto b = DecodeResult(EncodeResult(a), 77);

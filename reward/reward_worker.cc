@@ -1,6 +1,8 @@
 #include "reward/reward_worker.h"
 
-#include <future>
+#include <chrono>
+#include <condition_variable>
+#include <thread>
 
 #include "core/check.h"
 #include "core/logging.h"
@@ -171,18 +173,55 @@ std::vector<RewardResult> RewardWorker::Score(const std::vector<protocol::Reward
         res[i] = RewardResult::Failed(q.sample_id, RewardErrorKind::kInternal, "task " + q.task_id + ": " + why);
       }
     }
-    std::future<std::vector<RewardResult>> code_future;
+    // Code requests run on their own thread (the executor pool does the work); the state is
+    // shared so that a call that gives up at its deadline can return while the thread finishes
+    // (each sandbox run is bounded by the executor's own wall limit) and is joined later.
+    auto t0 = std::chrono::steady_clock::now();
+    auto code_state = std::make_shared<CodeCall>();
     if (!code_idx.empty()) {
-      code_future = std::async(std::launch::async, [&]() { return ScoreCode(requests, code_idx); });
+      for (size_t i : code_idx) code_state->requests.push_back(requests[i]);
+      std::lock_guard<std::mutex> lock(threads_mu_);
+      code_threads_.emplace_back(std::thread([this, code_state]() {
+        std::vector<size_t> all(code_state->requests.size());
+        for (size_t k = 0; k < all.size(); ++k) all[k] = k;
+        std::vector<RewardResult> r;
+        try {
+          r = ScoreCode(code_state->requests, all);
+        } catch (const std::exception& e) {
+          for (const auto& q : code_state->requests) {
+            r.push_back(RewardResult::Failed(q.sample_id, RewardErrorKind::kInternal, std::string("code verifier: ") + e.what()));
+          }
+        }
+        std::lock_guard<std::mutex> l(code_state->mu);
+        code_state->results = std::move(r);
+        code_state->done = true;
+        code_state->cv.notify_all();
+      }), code_state);
     }
     if (!rules.empty()) {
       auto r = ScoreRules(requests, rules, deadline_s);
       for (size_t k = 0; k < rules.size(); ++k) res[rules[k]] = std::move(r[k]);
     }
-    if (code_future.valid()) {
-      auto r = code_future.get();
-      for (size_t k = 0; k < code_idx.size() && k < r.size(); ++k) res[code_idx[k]] = std::move(r[k]);
+    if (!code_idx.empty()) {
+      std::unique_lock<std::mutex> l(code_state->mu);
+      if (deadline_s > 0) {
+        code_state->cv.wait_until(l, t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                               std::chrono::duration<double>(deadline_s)),
+                                  [&] { return code_state->done; });
+      } else {
+        code_state->cv.wait(l, [&] { return code_state->done; });
+      }
+      for (size_t k = 0; k < code_idx.size(); ++k) {
+        if (code_state->done && k < code_state->results.size()) {
+          res[code_idx[k]] = code_state->results[k];
+        } else {
+          res[code_idx[k]] = RewardResult::Failed(requests[code_idx[k]].sample_id, RewardErrorKind::kTimeout,
+                                                  StrCat("reward batch deadline of ", deadline_s,
+                                                         " s passed before the code executor finished"));
+        }
+      }
     }
+    ReapFinishedCodeThreads();
   } catch (const std::exception& e) {
     for (size_t i = 0; i < requests.size(); ++i) {
       if (!res[i]) res[i] = RewardResult::Failed(requests[i].sample_id, RewardErrorKind::kInternal,
@@ -198,6 +237,29 @@ std::vector<RewardResult> RewardWorker::Score(const std::vector<protocol::Reward
     out.push_back(std::move(r));
   }
   return out;
+}
+
+RewardWorker::~RewardWorker() {
+  std::lock_guard<std::mutex> lock(threads_mu_);
+  for (auto& [t, state] : code_threads_) if (t.joinable()) t.join();
+}
+
+void RewardWorker::ReapFinishedCodeThreads() {
+  // Join the code threads that have finished (this call's, and late ones of earlier calls).
+  std::lock_guard<std::mutex> lock(threads_mu_);
+  for (auto it = code_threads_.begin(); it != code_threads_.end();) {
+    bool done;
+    {
+      std::lock_guard<std::mutex> l(it->second->mu);
+      done = it->second->done;
+    }
+    if (done) {
+      if (it->first.joinable()) it->first.join();
+      it = code_threads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 Status RewardWorker::ValidateReference(const std::string& verifier, const std::string& reference_json) const {

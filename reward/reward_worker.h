@@ -13,7 +13,9 @@
 //     fails, every code request gets kSandboxError with the reason.
 //   - An unknown verifier name or an unparseable reference is an infrastructure error
 //     (kInternal / kParseFail), never a 0.
-//   - `deadline_s` > 0 bounds the whole call; what is not done by then is kTimeout.
+//   - `deadline_s` > 0 bounds the whole call; what is not done by then is kTimeout. Rule
+//     checkers still running are killed; code runs still in flight finish in the background
+//     (each is bounded by the executor's wall limit) and their late results are dropped.
 //
 // The `reward.verifiers` block (all keys optional; errors name the key):
 //   reward:
@@ -40,7 +42,9 @@
 
 #include <map>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -83,9 +87,18 @@ class RewardWorker {
   Status ValidateReference(const std::string& verifier, const std::string& reference_json) const;
 
   const RewardWorkerConfig& config() const { return config_; }
+  ~RewardWorker();  // waits for code executions still running after a deadline
 
  private:
+  struct CodeCall {
+    std::vector<protocol::RewardRequest> requests;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::vector<RewardResult> results;
+  };
   explicit RewardWorker(RewardWorkerConfig c) : config_(std::move(c)) {}
+  void ReapFinishedCodeThreads();
   std::vector<RewardResult> ScoreRules(const std::vector<protocol::RewardRequest>& requests,
                                        const std::vector<size_t>& idx, double deadline_s);
   std::vector<RewardResult> ScoreCode(const std::vector<protocol::RewardRequest>& requests,
@@ -96,6 +109,8 @@ class RewardWorker {
   std::mutex code_mu_;
   std::unique_ptr<code::CodeVerifier> code_;
   std::string code_error_;  // why the code verifier could not be created (sticky)
+  std::mutex threads_mu_;
+  std::vector<std::pair<std::thread, std::shared_ptr<CodeCall>>> code_threads_;
 };
 
 // Per-batch monitoring (rewards.md §1 item 4): per verifier, how many results were scored, how

@@ -233,6 +233,24 @@ TEST(RewardWorker, CodeVerifierScoresPythonPrograms) {
   EXPECT_EQ(res[3].score().value, 1.0);
 }
 
+TEST(RewardWorker, BatchDeadlineAlsoBoundsCodeRequests) {
+  auto w = MakeWorker("code: {executor: {max_parallel: 1, uid: 64991, gid: 64991, time_limit_s: 5}}");
+  ASSERT_TRUE(w);
+  std::string ref = R"({"tests": [{"input": "", "output": "1\n"}]})";
+  std::string slow = "```python\nimport time\ntime.sleep(2.5)\nprint(1)\n```";
+  auto t0 = Clock::now();
+  auto res = w->Score({Req(1, "code", ref, slow), Req(2, "math", R"({"answer": "3"})", "3")}, /*deadline_s=*/0.8);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 2.0);
+  ASSERT_EQ(res.size(), 2u);
+  ASSERT_FALSE(res[0].ok());
+  EXPECT_EQ(res[0].error().kind, RewardErrorKind::kTimeout);
+  ASSERT_TRUE(res[1].ok());
+  // the worker stays usable, and the late run is joined on destruction
+  auto again = w->Score({Req(3, "code", ref, "```python\nprint(1)\n```")});
+  ASSERT_TRUE(again[0].ok()) << again[0].error().message;
+  EXPECT_EQ(again[0].score().value, 1.0);
+}
+
 TEST(RewardWorker, ShippedDefaultsFileMatchesTheBuiltInDefaults) {
   const char* root = std::getenv("LIGHTRL_SOURCE_DIR");
   ASSERT_NE(root, nullptr) << "ctest sets LIGHTRL_SOURCE_DIR";

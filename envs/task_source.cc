@@ -267,6 +267,7 @@ StatusOr<std::unique_ptr<TaskSource>> BuildTaskSource(const YAML::Node& tasks_bl
       if (e.start_after < 0) r.Fail("start_after", "expected >= 0");
       e.ramp = r.Get<int64_t>("ramp", 0);
       if (e.ramp < 0) r.Fail("ramp", "expected >= 0");
+      if (split == "eval") e.start_after = e.ramp = 0;  // the curriculum shapes training only
       double eval_fraction = r.Get<double>("eval_fraction", 0.1);
       if (!(eval_fraction >= 0 && eval_fraction < 1)) r.Fail("eval_fraction", "expected 0 <= x < 1");
       uint64_t data_seed = r.Get<uint64_t>("data_seed", HashString(e.name));

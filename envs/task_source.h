@@ -26,6 +26,7 @@
 //         weight: 1.0              # mixture weight (>= 0)
 //         start_after: 0           # curriculum: number of mixture draws before this source joins
 //         ramp: 0                  # draws over which its weight rises linearly to `weight`
+//                                  # (both ignored for the eval split: eval mixes every source)
 //         size: 100000             # tasks per epoch, train split (generators; JSONL: the file)
 //         eval_size: 1000          # tasks per epoch, eval split (generators)
 //         eval_fraction: 0.1       # share of the problem space reserved for eval

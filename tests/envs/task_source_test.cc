@@ -283,6 +283,9 @@ TEST(TaskSource, ShippedTinyCurriculumBuildsAndStartsShort) {
   }
   auto ev = BuildTaskSource(cfg["tasks"], 1, "eval");
   ASSERT_TRUE(ev.ok()) << ev.status();
+  std::set<std::string> eval_sources;
+  for (int i = 0; i < 500; ++i) eval_sources.insert((*ev)->Next().source);
+  EXPECT_EQ(eval_sources.size(), 5u) << "the curriculum does not apply to eval";
 }
 
 }  // namespace

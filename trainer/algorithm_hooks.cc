@@ -1,0 +1,215 @@
+#include "trainer/algorithm_hooks.h"
+
+#include <cmath>
+#include <memory>
+
+#include "algorithms/aggregation.h"
+#include "algorithms/losses.h"
+#include "core/check.h"
+
+namespace lightrl::trainer {
+
+namespace {
+
+namespace alg = lightrl::algorithms;
+
+std::string ShapeString(const torch::Tensor& t) {
+  if (!t.defined()) return "undefined";
+  std::string s = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
+  return s + "]";
+}
+
+void CheckTokenTensor(const torch::Tensor& t, int64_t N, const char* field) {
+  LR_CHECK(t.defined() && t.dim() == 1 && t.size(0) == N, "algorithm loss: LossInputs.", field, " must be [N] = [",
+           N, "], got ", ShapeString(t));
+  LR_CHECK(t.is_floating_point(), "algorithm loss: LossInputs.", field, " must be floating point, got ",
+           t.scalar_type());
+}
+
+// Everything the loss closure needs (shared by copies of the std::function).
+struct LossState {
+  std::shared_ptr<const alg::PolicyLoss> policy_loss;
+  alg::AggregationConfig aggregation;
+  std::optional<alg::IsCorrectionConfig> is_correction;
+  double entropy_coef = 0;
+  std::vector<std::string> sum_names;  // from the policy loss, then ours
+};
+
+torch::Tensor ComputeLoss(const LossState& st, const LossInputs& in, std::map<std::string, double>* metric_sums) {
+  LR_CHECK(in.logp.defined() && in.logp.dim() == 1, "algorithm loss: LossInputs.logp must be [N], got ",
+           ShapeString(in.logp));
+  const int64_t N = in.logp.size(0);
+  CheckTokenTensor(in.logp, N, "logp");
+  CheckTokenTensor(in.old_logp, N, "old_logp");
+  CheckTokenTensor(in.rollout_logp, N, "rollout_logp");
+  CheckTokenTensor(in.advantages, N, "advantages");
+  LR_CHECK(std::isfinite(in.global_tokens) && in.global_tokens >= N && in.global_tokens > 0,
+           "algorithm loss: LossInputs.global_tokens = ", in.global_tokens,
+           " must be the all-reduced token count of the mini-batch (>= this micro-batch's ", N, " tokens)");
+  LR_CHECK(std::isfinite(in.global_samples) && in.global_samples >= in.sample_lengths.size(0) && in.global_samples > 0,
+           "algorithm loss: LossInputs.global_samples = ", in.global_samples,
+           " must be the all-reduced sample count of the mini-batch (>= this micro-batch's ",
+           in.sample_lengths.defined() ? in.sample_lengths.size(0) : 0, " samples)");
+  // logits are needed for the entropy bonus; the trainer always passes them (then the entropy
+  // metric is reported too), hand-built inputs without a bonus may leave them undefined.
+  if (st.entropy_coef > 0 || in.logits.defined()) {
+    LR_CHECK(in.logits.defined() && in.logits.dim() == 2 && in.logits.size(0) == N,
+             "algorithm loss: LossInputs.logits must be [N, V] with N = ", N, ", got ", ShapeString(in.logits),
+             st.entropy_coef > 0 ? " (needed by algorithm.entropy_coef > 0)" : "");
+  }
+  const PaddedLayout layout = MakePaddedLayout(in.token_sample, in.sample_lengths);
+  const auto dtype = in.logp.scalar_type();
+
+  alg::PolicyLossInputs pin;
+  pin.logp = ToPadded(in.logp, layout);
+  pin.old_logp = ToPadded(in.old_logp.detach().to(dtype), layout);
+  pin.advantages = ToPadded(in.advantages.detach().to(dtype), layout);
+  pin.response_mask = layout.mask;
+  std::vector<std::pair<std::string, torch::Tensor>> sums;
+  if (st.is_correction) {
+    const torch::Tensor roll = ToPadded(in.rollout_logp.detach().to(dtype), layout);
+    const torch::Tensor c = alg::ComputeIsWeights(pin.old_logp, roll, layout.mask, *st.is_correction);
+    pin.is_weights = c;
+    sums.emplace_back("actor/is_weight_mean", torch::where(layout.mask, c, torch::zeros({}, c.options())).sum());
+    sums.emplace_back("actor/is_zeroed_frac", torch::logical_and(layout.mask, c == 0).sum().to(dtype));
+  }
+  alg::PolicyLossOutput out = st.policy_loss->Compute(pin);
+  torch::Tensor per_token = out.per_token_loss;
+
+  if (st.entropy_coef > 0) {
+    const torch::Tensor entropy = alg::TokenEntropy(in.logits.to(dtype));  // [N], differentiable
+    per_token = per_token - st.entropy_coef * ToPadded(entropy, layout);
+    sums.emplace_back("actor/entropy", entropy.detach().sum());
+  } else if (in.logits.defined()) {
+    torch::NoGradGuard no_grad;
+    sums.emplace_back("actor/entropy", alg::TokenEntropy(in.logits.detach().to(dtype)).sum());
+  }
+
+  const torch::Tensor loss =
+      alg::Aggregate(per_token, layout.mask, st.aggregation, {in.global_tokens, in.global_samples});
+
+  if (metric_sums) {
+    // One device->host copy for all metrics.
+    std::vector<std::string> names;
+    std::vector<torch::Tensor> values;
+    for (const auto& name : st.policy_loss->SumNames()) {
+      auto it = out.sums.find(name);
+      LR_CHECK(it != out.sums.end(), "policy loss did not report its declared stat '", name, "'");
+      names.push_back(name);
+      values.push_back(it->second.detach().to(torch::kDouble).reshape({}));
+    }
+    for (auto& [name, v] : sums) {
+      names.push_back(name);
+      values.push_back(v.detach().to(torch::kDouble).reshape({}));
+    }
+    const torch::Tensor host = torch::stack(values).to(torch::kCPU).contiguous();
+    const double* p = host.data_ptr<double>();
+    for (size_t i = 0; i < names.size(); ++i) (*metric_sums)[names[i]] += p[i];
+  }
+  return loss;
+}
+
+}  // namespace
+
+PaddedLayout MakePaddedLayout(const torch::Tensor& token_sample, const torch::Tensor& sample_lengths) {
+  LR_CHECK(token_sample.defined() && token_sample.dim() == 1 && token_sample.scalar_type() == torch::kLong,
+           "algorithm loss: LossInputs.token_sample must be [N] int64, got ", ShapeString(token_sample));
+  LR_CHECK(sample_lengths.defined() && sample_lengths.dim() == 1 && sample_lengths.scalar_type() == torch::kLong,
+           "algorithm loss: LossInputs.sample_lengths must be [n] int64, got ", ShapeString(sample_lengths));
+  const torch::Tensor ts = token_sample.to(torch::kCPU);
+  const torch::Tensor len = sample_lengths.to(torch::kCPU);
+  const int64_t N = ts.size(0), n = len.size(0);
+  LR_CHECK(n > 0 || N == 0, "algorithm loss: ", N, " tokens but no samples");
+  PaddedLayout out;
+  out.samples = n;
+  if (n > 0) {
+    LR_CHECK(len.min().item<int64_t>() >= 0, "algorithm loss: negative entry in sample_lengths");
+    LR_CHECK(len.sum().item<int64_t>() == N, "algorithm loss: sample_lengths sum to ", len.sum().item<int64_t>(),
+             " but there are N = ", N, " tokens");
+  }
+  if (N > 0) {
+    LR_CHECK(ts.min().item<int64_t>() >= 0 && ts.max().item<int64_t>() < n,
+             "algorithm loss: token_sample entries must be in [0, ", n, ")");
+    LR_CHECK(torch::equal(torch::bincount(ts, {}, n), len),
+             "algorithm loss: token counts per sample in token_sample differ from sample_lengths");
+  }
+  out.max_len = n > 0 ? std::max<int64_t>(1, len.max().item<int64_t>()) : 1;
+  const torch::Tensor offsets = len.cumsum(0) - len;  // [n]
+  const torch::Tensor pos = torch::arange(N, torch::kLong) - offsets.index_select(0, ts);
+  if (N > 0) {
+    LR_CHECK(torch::logical_and(pos >= 0, pos < len.index_select(0, ts)).all().item<bool>(),
+             "algorithm loss: the tokens of each sample must be contiguous in token_sample, in sample order");
+  }
+  const auto device = token_sample.device();
+  out.flat_index = (ts * out.max_len + pos).to(device);
+  out.mask = torch::zeros({n * out.max_len}, torch::TensorOptions().dtype(torch::kBool).device(device))
+                 .index_fill(0, out.flat_index, true)
+                 .view({n, out.max_len});
+  return out;
+}
+
+torch::Tensor ToPadded(const torch::Tensor& x, const PaddedLayout& layout) {
+  LR_CHECK(x.dim() == 1 && x.size(0) == layout.flat_index.size(0), "ToPadded: x must be [N] = [",
+           layout.flat_index.size(0), "], got ", ShapeString(x));
+  return torch::zeros({layout.samples * layout.max_len}, x.options())
+      .scatter(0, layout.flat_index.to(x.device()), x)
+      .view({layout.samples, layout.max_len});
+}
+
+StatusOr<AlgorithmHooks> BuildAlgorithmHooksFromRecipe(const algorithms::Recipe& recipe, const std::string& path) {
+  if (!recipe.advantage || !recipe.policy_loss) return InvalidArgument(StrCat(path, ": recipe is incomplete"));
+  if (recipe.advantage->needs_values()) {
+    return Unimplemented(StrCat(path, ".advantage.estimator: '", recipe.advantage_name,
+                                "' needs a critic's values, not wired in the trainer yet (algorithms/ has ComputeGae "
+                                "and ClippedValueLoss; use an outcome estimator such as grpo meanwhile)"));
+  }
+  if (recipe.kl.coef > 0) {
+    return Unimplemented(StrCat(path, ".kl.coef > 0 needs a reference policy, not wired in the trainer yet (",
+                                recipe.kl.in_reward ? "as a reward penalty" : "as a loss term", "); set kl.coef: 0"));
+  }
+  AlgorithmHooks h;
+  h.name = recipe.name;
+  h.updates_per_rollout = recipe.updates_per_rollout;
+  h.recompute_old_logprobs = recipe.old_logprob_source == algorithms::OldLogprobSource::kRecompute;
+  h.dynamic_sampling = recipe.dynamic_sampling.enabled;
+  h.max_gen_batches = recipe.dynamic_sampling.max_gen_batches;
+  h.description = recipe.Describe();
+
+  std::shared_ptr<const algorithms::AdvantageEstimator> estimator = recipe.advantage;
+  h.advantages = [estimator](const std::vector<double>& rewards, const std::vector<int64_t>& groups) {
+    LR_CHECK(rewards.size() == groups.size(), "advantages: ", rewards.size(), " rewards but ", groups.size(),
+             " group ids");
+    const int64_t n = static_cast<int64_t>(rewards.size());
+    algorithms::AdvantageInputs in;
+    in.scores = torch::tensor(rewards, torch::kDouble);
+    in.group_index = torch::tensor(groups, torch::kLong);
+    in.response_mask = torch::ones({n, 1}, torch::kBool);
+    const torch::Tensor a = estimator->Compute(in).advantages.select(1, 0).contiguous().to(torch::kDouble);
+    return std::vector<double>(a.data_ptr<double>(), a.data_ptr<double>() + n);
+  };
+
+  auto state = std::make_shared<LossState>();
+  state->policy_loss = recipe.policy_loss;
+  state->aggregation = recipe.aggregation;
+  state->is_correction = recipe.is_correction;
+  state->entropy_coef = recipe.entropy_coef;
+  h.metric_names = recipe.policy_loss->SumNames();
+  if (recipe.is_correction) {
+    h.metric_names.push_back("actor/is_weight_mean");
+    h.metric_names.push_back("actor/is_zeroed_frac");
+  }
+  h.metric_names.push_back("actor/entropy");
+  state->sum_names = h.metric_names;
+  h.loss = [state](const LossInputs& in, std::map<std::string, double>* metric_sums) {
+    return ComputeLoss(*state, in, metric_sums);
+  };
+  return h;
+}
+
+StatusOr<AlgorithmHooks> BuildAlgorithmHooks(const YAML::Node& algorithm_block, const std::string& path) {
+  LR_ASSIGN_OR_RETURN(algorithms::Recipe recipe, algorithms::ParseRecipe(algorithm_block, path));
+  return BuildAlgorithmHooksFromRecipe(recipe, path);
+}
+
+}  // namespace lightrl::trainer

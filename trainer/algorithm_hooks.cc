@@ -1,5 +1,6 @@
 #include "trainer/algorithm_hooks.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -82,8 +83,15 @@ torch::Tensor ComputeLoss(const LossState& st, const LossInputs& in, std::map<st
     per_token = per_token - st.entropy_coef * ToPadded(entropy, layout);
     sums.emplace_back("actor/entropy", entropy.detach().sum());
   } else if (in.logits.defined()) {
+    // Metric only: in row chunks, so no second full [N, V] temporary is alive at once
+    // (V = 200,064 for M1; algorithms.md §9 row 8).
     torch::NoGradGuard no_grad;
-    sums.emplace_back("actor/entropy", alg::TokenEntropy(in.logits.detach().to(dtype)).sum());
+    constexpr int64_t kChunk = 1024;
+    torch::Tensor total = torch::zeros({}, in.logits.options().dtype(dtype));
+    for (int64_t begin = 0; begin < N; begin += kChunk) {
+      total += alg::TokenEntropy(in.logits.detach().narrow(0, begin, std::min(kChunk, N - begin)).to(dtype)).sum();
+    }
+    sums.emplace_back("actor/entropy", total);
   }
 
   const torch::Tensor loss =

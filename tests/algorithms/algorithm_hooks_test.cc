@@ -228,6 +228,16 @@ TEST(AlgorithmHooksLossTest, EqualsReferenceOverGlobalCountWithMetricSums) {
   EXPECT_DOUBLE_EQ(sums.at("actor/clip_frac_high"), 2 * above);
 }
 
+TEST(AlgorithmHooksLossTest, EntropyMetricOverMoreTokensThanOneChunk) {
+  AlgorithmHooks h = Hooks("{policy_loss: {name: reinforce}}");
+  Packed p = MakePacked({700, 650, 3}, 4);  // N = 1353 > the 1024-row chunk
+  std::map<std::string, double> sums;
+  h.loss(p.Inputs(1353, 3), &sums);
+  double entropy = 0;
+  for (int64_t k = 0; k < 1353; ++k) entropy += ref::Entropy(Vec(p.logits[k].detach()));
+  EXPECT_NEAR(sums.at("actor/entropy"), entropy, 1e-8 * entropy);
+}
+
 TEST(AlgorithmHooksLossTest, MicroBatchesSumToTheWholeForEveryAggregation) {
   for (const std::string agg :
        {"token_mean_global", "seq_mean_token_mean", "seq_mean_token_sum",

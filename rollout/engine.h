@@ -2,7 +2,8 @@
 // (model::HybridModel), so rollout log-probs and trainer log-probs come from the same kernels.
 //
 // Start here for rollout/. Usage:
-//   rollout::Engine engine(model, {.max_slots = 64});
+//   rollout::EngineOptions options;  options.max_slots = 64;
+//   rollout::Engine engine(model, options);
 //   std::vector<Completion> out = engine.Generate(requests);   // ordered by (request, sample)
 //   engine.SetWeights(new_weights, version);                   // between generations only
 //

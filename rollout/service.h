@@ -2,7 +2,7 @@
 // trainer's message, core/protocol/messages.h) into Engine requests and the Engine's completions
 // into a protocol::RolloutResult.
 //
-//   rollout::RolloutService service(model, {.max_slots = 64}, &tokenizer);
+//   rollout::RolloutService service(model, rollout::EngineOptions(), &tokenizer);
 //   StatusOr<protocol::RolloutResult> result = service.Generate(request);
 //   service.LoadWeights(weights, version);          // refused while a Generate is in flight
 //

@@ -351,14 +351,13 @@ StatusOr<std::string> ResolveCheckpointPath(const std::string& path) {
   if (!fs::is_directory(path, ec)) return NotFound(StrCat(path, ": no such checkpoint"));
   const fs::path p(path);
   const std::string name = p.filename().empty() ? p.parent_path().filename().string() : p.filename().string();
-  if (fs::exists(p / kCheckpointFile, ec) || fs::exists(p / checkpoint::kCompleteMarker, ec) ||
-      StartsWith(name, "step_")) {
-    return path;
-  }
+  if (fs::exists(p / kCheckpointFile, ec) || fs::exists(p / checkpoint::kCompleteMarker, ec)) return path;
   if (fs::exists(p / checkpoint::kLatestPointer, ec)) return checkpoint::ReadLatestPointer(path);
   if (fs::exists(p / "checkpoints" / checkpoint::kLatestPointer, ec)) {
     return checkpoint::ReadLatestPointer((p / "checkpoints").string());
   }
+  // A step directory that lost its files: report it as such (CheckStepDirComplete names it).
+  if (StartsWith(name, "step_")) return path;
   return NotFound(StrCat(path, ": not a checkpoint (expected a step_<N> directory, its ", kCheckpointFile,
                          ", or a checkpoints/run directory with a `latest` pointer)"));
 }

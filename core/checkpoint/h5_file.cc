@@ -97,7 +97,7 @@ H5Types TypesFor(DType dtype) {
 
 // File access: no file locking (readers must not trip over a writer's lock, h5_file.h) and
 // strong close (closing the file closes every object still open in it).
-StatusOr<hid_t> MakeFileAccess(const std::string& path) {
+StatusOr<hid_t> MakeFileAccess(const std::string& path, bool for_write) {
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   if (fapl < 0) return Internal(StrCat(path, ": H5Pcreate(FILE_ACCESS): ", H5ErrorText()));
 #if H5_VERSION_GE(1, 10, 7)
@@ -107,6 +107,14 @@ StatusOr<hid_t> MakeFileAccess(const std::string& path) {
   }
 #endif
   H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+  // The HDF5 1.8 file format (superblock v2, object header v2, new-style groups): its metadata
+  // carries checksums, so a flipped byte in an object header or superblock fails the open/read
+  // instead of silently changing a shape or a name; every HDF5 >= 1.8 (and h5py) reads it.
+  // Only set for files we create; readers accept any format.
+  if (for_write && H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0) {
+    H5Pclose(fapl);
+    return Internal(StrCat(path, ": H5Pset_libver_bounds: ", H5ErrorText()));
+  }
   return fapl;
 }
 
@@ -131,13 +139,19 @@ Status WriteAttribute(hid_t obj, const char* name, hid_t file_type, hid_t mem_ty
   return Status::Ok();
 }
 
+// Strings are stored as FIXED-length (NUL-padded) attributes, inline in the object header:
+// variable-length strings live in HDF5's global heap, which has no checksum, and a corrupt
+// global heap can make HDF5 1.10 loop forever on read (found by the bit-flip test).
 Status WriteStringAttribute(hid_t obj, const char* name, const std::string& value, const std::string& where) {
   if (value.find('\0') != std::string::npos) {
     return InvalidArgument(StrCat(where, ": attribute '", name, "' contains a NUL byte"));
   }
-  Hid type(VariableStringType(), H5Tclose);
-  const char* p = value.c_str();
-  return WriteAttribute(obj, name, type.get(), type.get(), &p, where);
+  Hid type(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(type.get(), std::max<size_t>(1, value.size()));
+  H5Tset_strpad(type.get(), H5T_STR_NULLPAD);
+  H5Tset_cset(type.get(), H5T_CSET_UTF8);
+  const std::string padded = value.empty() ? std::string(1, '\0') : value;
+  return WriteAttribute(obj, name, type.get(), type.get(), padded.data(), where);
 }
 
 // Reads a string attribute (variable- or fixed-length). NOT_FOUND if absent.
@@ -159,9 +173,10 @@ StatusOr<std::string> ReadStringAttribute(hid_t obj, const char* name, const std
     if (p) H5free_memory(p);
     return out;
   }
+  // Read with the stored type itself (same size, padding and character set: HDF5 does not
+  // convert between ASCII and UTF-8).
   size_t size = H5Tget_size(ftype.get());
-  Hid mem(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(mem.get(), size);
+  Hid mem(H5Tcopy(ftype.get()), H5Tclose);
   std::string out(size, '\0');
   if (H5Aread(attr.get(), mem.get(), out.data()) < 0) {
     return DataLoss(StrCat(where, ": cannot read attribute '", name, "': ", H5ErrorText()));
@@ -258,19 +273,19 @@ H5Writer::~H5Writer() {
 
 StatusOr<std::unique_ptr<H5Writer>> H5Writer::Create(const std::string& path) {
   H5Quiet quiet;
-  LR_ASSIGN_OR_RETURN(hid_t fapl_id, MakeFileAccess(path));
+  LR_ASSIGN_OR_RETURN(hid_t fapl_id, MakeFileAccess(path, /*for_write=*/true));
   Hid fapl(fapl_id, H5Pclose);
   hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
   if (file < 0) return Unavailable(StrCat(path, ": cannot create HDF5 file: ", H5ErrorText()));
   return std::unique_ptr<H5Writer>(new H5Writer(path, file));
 }
 
-Status H5Writer::WriteTensor(const std::string& raw_name, DType dtype, const std::vector<int64_t>& shape,
-                             const void* data) {
-  H5Quiet quiet;
+// One contiguous dataset with its @lightrl_dtype (`kind`) and @crc32 attributes.
+static Status WriteDataset(hid_t file, const std::string& path, const std::string& raw_name, DType dtype,
+                    const std::vector<int64_t>& shape, const void* data, const std::string& kind) {
   const std::string name = StripSlash(raw_name);
-  const std::string where = StrCat(path_, ": dataset '", name, "'");
-  if (file_ < 0) return FailedPrecondition(where + ": writer already closed");
+  const std::string where = StrCat(path, ": dataset '", name, "'");
+  if (file < 0) return FailedPrecondition(where + ": writer already closed");
   if (name.empty()) return InvalidArgument(where + ": empty dataset name");
   TensorInfo info{dtype, shape};
   for (int64_t d : shape) {
@@ -284,40 +299,26 @@ Status H5Writer::WriteTensor(const std::string& raw_name, DType dtype, const std
             H5Sclose);
   Hid lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   H5Pset_create_intermediate_group(lcpl.get(), 1);
-  Hid dset(H5Dcreate2(static_cast<hid_t>(file_), name.c_str(), types.file, space.get(), lcpl.get(), H5P_DEFAULT,
-                      H5P_DEFAULT),
-           H5Dclose);
+  Hid dset(H5Dcreate2(file, name.c_str(), types.file, space.get(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
   if (!dset.ok()) return Internal(StrCat(where, ": cannot create: ", H5ErrorText()));
   if (info.numel() > 0 && H5Dwrite(dset.get(), types.memory, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
     return Unavailable(StrCat(where, ": write failed: ", H5ErrorText()));
   }
-  LR_RETURN_IF_ERROR(WriteStringAttribute(dset.get(), kDtypeAttr, DTypeName(dtype), where));
+  LR_RETURN_IF_ERROR(WriteStringAttribute(dset.get(), kDtypeAttr, kind, where));
   const uint32_t crc = info.numel() > 0 ? Crc32(data, info.bytes()) : Crc32(nullptr, 0);
   return WriteAttribute(dset.get(), kCrcAttr, H5T_STD_U32LE, H5T_NATIVE_UINT32, &crc, where);
 }
 
-Status H5Writer::WriteText(const std::string& raw_name, const std::string& text) {
+Status H5Writer::WriteTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                             const void* data) {
   H5Quiet quiet;
-  const std::string name = StripSlash(raw_name);
-  const std::string where = StrCat(path_, ": dataset '", name, "'");
-  if (file_ < 0) return FailedPrecondition(where + ": writer already closed");
-  if (name.empty()) return InvalidArgument(where + ": empty dataset name");
-  if (text.find('\0') != std::string::npos) return InvalidArgument(where + ": text contains a NUL byte");
-  Hid type(VariableStringType(), H5Tclose);
-  Hid space(H5Screate(H5S_SCALAR), H5Sclose);
-  Hid lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-  H5Pset_create_intermediate_group(lcpl.get(), 1);
-  Hid dset(H5Dcreate2(static_cast<hid_t>(file_), name.c_str(), type.get(), space.get(), lcpl.get(), H5P_DEFAULT,
-                      H5P_DEFAULT),
-           H5Dclose);
-  if (!dset.ok()) return Internal(StrCat(where, ": cannot create: ", H5ErrorText()));
-  const char* p = text.c_str();
-  if (H5Dwrite(dset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0) {
-    return Unavailable(StrCat(where, ": write failed: ", H5ErrorText()));
-  }
-  LR_RETURN_IF_ERROR(WriteStringAttribute(dset.get(), kDtypeAttr, kTextKind, where));
-  const uint32_t crc = Crc32(text.data(), text.size());
-  return WriteAttribute(dset.get(), kCrcAttr, H5T_STD_U32LE, H5T_NATIVE_UINT32, &crc, where);
+  return WriteDataset(static_cast<hid_t>(file_), path_, name, dtype, shape, data, DTypeName(dtype));
+}
+
+Status H5Writer::WriteText(const std::string& name, const std::string& text) {
+  H5Quiet quiet;
+  return WriteDataset(static_cast<hid_t>(file_), path_, name, DType::kUInt8, {static_cast<int64_t>(text.size())},
+                      text.data(), kTextKind);
 }
 
 Status H5Writer::SetAttribute(const std::string& name, int64_t value) {
@@ -371,7 +372,7 @@ StatusOr<std::unique_ptr<H5Reader>> H5Reader::Open(const std::string& path) {
     H5Eclear2(H5E_DEFAULT);
     return DataLoss(StrCat(path, ": not an HDF5 file (no HDF5 superblock)"));
   }
-  LR_ASSIGN_OR_RETURN(hid_t fapl_id, MakeFileAccess(path));
+  LR_ASSIGN_OR_RETURN(hid_t fapl_id, MakeFileAccess(path, /*for_write=*/false));
   Hid fapl(fapl_id, H5Pclose);
   hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
   if (file < 0) return DataLoss(StrCat(path, ": cannot open HDF5 file (truncated or corrupt?): ", H5ErrorText()));
@@ -502,16 +503,16 @@ StatusOr<std::string> H5Reader::ReadText(const std::string& raw_name) const {
   if (kind != kTextKind) return InvalidArgument(StrCat(where, ": is a ", kind, " tensor, expected text"));
   LR_ASSIGN_OR_RETURN(uint32_t crc, ReadCrcAttribute(dset.get(), where));
   Hid ftype(H5Dget_type(dset.get()), H5Tclose);
-  if (H5Tget_class(ftype.get()) != H5T_STRING || H5Tis_variable_str(ftype.get()) <= 0) {
-    return DataLoss(where + ": expected a variable-length string");
+  Hid space(H5Dget_space(dset.get()), H5Sclose);
+  hsize_t n = 0;
+  if (H5Tequal(ftype.get(), H5T_STD_U8LE) <= 0 || H5Sget_simple_extent_ndims(space.get()) != 1 ||
+      H5Sget_simple_extent_dims(space.get(), &n, nullptr) < 0) {
+    return DataLoss(where + ": expected text stored as a 1-d uint8 dataset");
   }
-  Hid mem(VariableStringType(), H5Tclose);
-  char* p = nullptr;
-  if (H5Dread(dset.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, &p) < 0) {
+  std::string text(static_cast<size_t>(n), '\0');
+  if (n > 0 && H5Dread(dset.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, text.data()) < 0) {
     return DataLoss(StrCat(where, ": read failed: ", H5ErrorText()));
   }
-  std::string text = p ? p : "";
-  if (p) H5free_memory(p);
   LR_RETURN_IF_ERROR(CheckCrc(crc, text.data(), text.size(), where));
   return text;
 }

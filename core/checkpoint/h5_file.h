@@ -10,9 +10,14 @@
 //                       patterns). A 0-d tensor is a scalar dataspace; dims may be 0.
 //     @lightrl_dtype    string: the DTypeName (the real type, e.g. "bfloat16" for a U16 set)
 //     @crc32            uint32: zlib crc32 of the dataset's little-endian bytes
-//   /<name>             text (JSON, YAML): a scalar variable-length UTF-8 string dataset with
-//     @lightrl_dtype = "text" and @crc32 of its bytes (h5py: f[name][()].decode()).
-//   / attributes        int64 scalars or variable-length strings (SetAttribute).
+//   /<name>             text (JSON, YAML): its bytes as a 1-d uint8 dataset with
+//     @lightrl_dtype = "text" and @crc32 (h5py: f[name][()].tobytes().decode()).
+//   / attributes        int64 scalars or fixed-length NUL-padded UTF-8 strings (SetAttribute).
+//
+// No variable-length types are written: they live in HDF5's global heap, which carries no
+// checksum, and a corrupt global heap can make HDF5 1.10 loop forever. Files use the HDF5 1.8
+// format (superblock v2, object header v2), whose metadata is checksummed by HDF5 itself, so a
+// flipped bit anywhere in the file is either rejected or lands in unused bytes (tested).
 //
 // Names may contain '/' (intermediate groups are created) and any other character, including
 // '.', so parameter names such as "model.layers.3.mlp.w1.weight" are used unchanged.
@@ -85,7 +90,7 @@ class H5Writer {
   // little-endian, row-major; may be null when numel == 0). Fails if `name` exists.
   Status WriteTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
                      const void* data);
-  // Writes a text dataset (no NUL bytes allowed: HDF5 variable-length strings are C strings).
+  // Writes a text dataset (any bytes).
   Status WriteText(const std::string& name, const std::string& text);
   // Root attributes (overwrite an existing attribute of the same name).
   Status SetAttribute(const std::string& name, int64_t value);

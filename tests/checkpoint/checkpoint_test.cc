@@ -167,6 +167,18 @@ TEST(CheckpointTest, EveryFieldRoundTrips) {
     EXPECT_EQ(again->step, 7) << p;
   }
   EXPECT_EQ(LoadCheckpoint(run / "nope").status().code(), StatusCode::kNotFound);
+
+  // ckpt-info: validity, counters, every tensor with dtype and shape, the config.
+  auto info = InspectCheckpoint(run.path());
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(info->valid());
+  const std::string text = FormatCheckpointInfo(*info);
+  for (const char* expected : {"valid: yes", "  step: 7\n", "  world_size: 4\n", "model/lm_head.weight  float32 [6, 4]",
+                               "extra_models/critic_optim/exp_avg/value_head.weight  bfloat16 [1, 4]",
+                               "extra_models/buffers/empty  float32 [0, 3]", "optimizer/exp_avg_sq: 3 tensors, 60 elements",
+                               "temperature: 1.0", "\"position\":24"}) {
+    EXPECT_NE(text.find(expected), std::string::npos) << expected << "\n" << text;
+  }
 }
 
 TEST(CheckpointTest, InvalidNamesAndDtypesAreRefusedByName) {

@@ -100,9 +100,16 @@ Status ReadGroup(const H5Reader& reader, const std::vector<checkpoint::DatasetEn
   return Status::Ok();
 }
 
-// The full read of one state.h5 (header, manifest, checksums). Tensors are kept when
-// keep_tensors, otherwise only verified.
-StatusOr<TrainingState> ReadCheckpointFile(const std::string& file, bool keep_tensors) {
+// What ReadCheckpointFile does with the tensor datasets.
+enum class TensorRead {
+  kKeep,    // read, check crc32, return them (LoadCheckpoint)
+  kVerify,  // read and check crc32, then drop (ValidateCheckpoint)
+  kSkip,    // header, manifest, counters and text only (InspectCheckpoint verifies separately)
+};
+
+// The full read of one state.h5 (header, manifest, counters, text, and tensors per `tensors`).
+StatusOr<TrainingState> ReadCheckpointFile(const std::string& file, TensorRead tensors) {
+  const bool keep_tensors = tensors == TensorRead::kKeep;
   LR_ASSIGN_OR_RETURN(auto reader, H5Reader::Open(file));
   // Header.
   auto format = reader->StringAttribute("lightrl_format");
@@ -186,6 +193,7 @@ StatusOr<TrainingState> ReadCheckpointFile(const std::string& file, bool keep_te
     if (blob == "extra") state.extra = std::move(value);
   }
 
+  if (tensors == TensorRead::kSkip) return state;
   LR_RETURN_IF_ERROR(ReadGroup(*reader, entries, kModelGroup, keep_tensors ? &state.model : nullptr));
   LR_RETURN_IF_ERROR(ReadGroup(*reader, entries, kOptimizerGroup, keep_tensors ? &state.optimizer : nullptr));
   LR_RETURN_IF_ERROR(ReadGroup(*reader, entries, kRngGroup, keep_tensors ? &state.rng_tensors : nullptr));
@@ -365,13 +373,13 @@ StatusOr<std::string> ResolveCheckpointPath(const std::string& path) {
 StatusOr<TrainingState> LoadCheckpoint(const std::string& path) {
   LR_ASSIGN_OR_RETURN(std::string resolved, ResolveCheckpointPath(path));
   LR_ASSIGN_OR_RETURN(std::string file, CheckedStateFile(resolved));
-  return ReadCheckpointFile(file, /*keep_tensors=*/true);
+  return ReadCheckpointFile(file, TensorRead::kKeep);
 }
 
 Status ValidateCheckpoint(const std::string& path) {
   LR_ASSIGN_OR_RETURN(std::string resolved, ResolveCheckpointPath(path));
   LR_ASSIGN_OR_RETURN(std::string file, CheckedStateFile(resolved));
-  return ReadCheckpointFile(file, /*keep_tensors=*/false).status();
+  return ReadCheckpointFile(file, TensorRead::kVerify).status();
 }
 
 // ---- CheckpointManager ----------------------------------------------------------------------
@@ -620,7 +628,7 @@ StatusOr<CheckpointInfo> InspectCheckpoint(const std::string& path) {
   reader = StatusOr<std::unique_ptr<H5Reader>>(Internal("closed"));
   if (info.problems.empty()) {
     // Header, manifest and counters checks (the per-dataset checksums passed above).
-    Status s = ReadCheckpointFile(h5, /*keep_tensors=*/false).status();
+    Status s = ReadCheckpointFile(h5, TensorRead::kSkip).status();
     if (!s.ok()) info.problems.push_back(s.ToString());
   }
   return info;

@@ -13,12 +13,14 @@ PolicyTrainer::PolicyTrainer(model::HybridModel model, const OptimConfig& optim,
   for (auto& p : model_->parameters()) params_.push_back(p);
 }
 
-torch::Tensor PolicyTrainer::TargetLogits(const MicroBatch& mb) {
+torch::Tensor PolicyTrainer::TargetLogits(const MicroBatch& mb, torch::Tensor* aux_loss) {
   model::ForwardContext ctx;
   ctx.cu_seqlens = mb.cu_seqlens;
   model::ForwardOptions opts;
   opts.skip_head = true;
+  opts.compute_aux_loss = aux_loss != nullptr;
   model::ModelOutput out = model_->forward(mb.input_ids, ctx, nullptr, opts);
+  if (aux_loss) *aux_loss = out.aux_loss;
   torch::Tensor h = out.hidden[0].index_select(0, mb.target_positions);  // [N, C]
   return model_->Head(h);                                                // [N, V] fp32
 }
@@ -88,7 +90,8 @@ StepMetrics PolicyTrainer::Update(std::vector<Sample>& samples, const std::vecto
         lengths.push_back(static_cast<int64_t>(s.response_ids.size()));
       }
       LossInputs in;
-      in.logits = TargetLogits(mb);
+      torch::Tensor aux;  // 0-d fp32: router_aux_loss_coef * load-balancing loss of this micro-batch
+      in.logits = TargetLogits(mb, options.moe_aux_loss ? &aux : nullptr);
       in.logp = model::TokenLogProbs(in.logits.unsqueeze(0), mb.targets.unsqueeze(0), options.temperature)[0];
       in.old_logp = torch::tensor(old_lp);
       in.rollout_logp = torch::tensor(roll_lp);
@@ -99,6 +102,12 @@ StepMetrics PolicyTrainer::Update(std::vector<Sample>& samples, const std::vecto
       in.global_samples = counts[1];
       torch::Tensor loss = loss_fn(in, &metric_sums);
       LR_CHECK(loss.dim() == 0, "loss function must return a 0-d tensor");
+      if (aux.defined()) {
+        // Token-weighted share of the mini-batch, like the policy loss's global normaliser.
+        const double share = static_cast<double>(mb.response_tokens) / std::max(1.0, counts[0]);
+        metric_sums["loss/moe_aux"] += aux.item<double>() * static_cast<double>(mb.response_tokens);
+        loss = loss + aux * share;
+      }
       loss.backward();
       local_loss += loss.item<double>();
     }
@@ -124,6 +133,10 @@ StepMetrics PolicyTrainer::Update(std::vector<Sample>& samples, const std::vecto
   if (!values.empty()) values = collective_->AllReduceSum(values);
   StepMetrics out;
   for (size_t i = 0; i < keys.size(); ++i) out[keys[i]] = token_sum > 0 ? values[i] / token_sum : 0.0;
+  if (options.moe_aux_loss) {
+    const double aux = collective_->AllReduceSum({metric_sums["loss/moe_aux"]})[0];
+    out["loss/moe_aux"] = token_sum > 0 ? aux / token_sum : 0.0;
+  }
   out["loss/policy"] = loss_sum / static_cast<double>(updates);
   out["optim/grad_norm"] = grad_norm_sum / static_cast<double>(updates);
   out["optim/lr"] = optimizer_.current_lr();

@@ -74,6 +74,11 @@ struct UpdateOptions {
   // Names of the metric sums the loss function reports; the same list on every rank (it fixes
   // the all-reduce layout). Reported as sum / global token count.
   std::vector<std::string> metric_names;
+  // Add the MoE load-balancing loss (router_aux_loss_coef * aux, per micro-batch, weighted by
+  // its share of the mini-batch's response tokens). Off keeps an update exactly independent of
+  // how the mini-batch is split into micro-batches and ranks (the aux loss is a per-batch
+  // statistic); reported as "loss/moe_aux".
+  bool moe_aux_loss = false;
 };
 
 class PolicyTrainer {
@@ -98,7 +103,8 @@ class PolicyTrainer {
 
  private:
   // logits [N, V] fp32 at the micro-batch's target positions.
-  torch::Tensor TargetLogits(const MicroBatch& mb);
+  // aux_loss (if non-null) receives the micro-batch's MoE aux loss (0-d fp32).
+  torch::Tensor TargetLogits(const MicroBatch& mb, torch::Tensor* aux_loss = nullptr);
 
   model::HybridModel model_;
   Optimizer optimizer_;

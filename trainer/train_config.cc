@@ -6,6 +6,15 @@ namespace lightrl::trainer {
 
 namespace {
 
+// node[key], or a null node when node is not a map or has no such key (a const yaml-cpp lookup
+// of a missing key yields an invalid "zombie" node that throws when used).
+YAML::Node Block(const YAML::Node& node, const std::string& key) {
+  if (!node.IsMap()) return YAML::Node();
+  for (const auto& kv : node)
+    if (kv.first.as<std::string>() == key) return kv.second;
+  return YAML::Node();
+}
+
 TrainConfig Parse(const YAML::Node& root) {
   ConfigReader r(root, "");
   TrainConfig c;
@@ -25,6 +34,7 @@ TrainConfig Parse(const YAML::Node& root) {
     c.trainer.log_level = t.Get<std::string>("log_level", c.trainer.log_level);
     c.trainer.deterministic = t.Get<bool>("deterministic", c.trainer.deterministic);
     c.trainer.init_from = t.Get<std::string>("init_from", c.trainer.init_from);
+    c.trainer.moe_aux_loss = t.Get<bool>("moe_aux_loss", c.trainer.moe_aux_loss);
     if (c.trainer.total_steps < 1) t.Fail("total_steps", "expected >= 1");
     if (c.trainer.micro_batch_tokens < 1) t.Fail("micro_batch_tokens", "expected >= 1");
     t.Finish();
@@ -60,12 +70,17 @@ TrainConfig Parse(const YAML::Node& root) {
     w.timeout_s = rw.Get<double>("timeout_s", w.timeout_s);
     w.endpoints = rw.Get<std::vector<std::string>>("endpoints", w.endpoints);
     rw.MarkUsed("verifiers");
-    w.verifiers = rw.node()["verifiers"];
+    w.verifiers = Block(rw.node(), "verifiers");
     if (rw.Has("overlong")) {
       ConfigReader ol = rw.Child("overlong");
       w.overlong_buffer_len = ol.Get<int64_t>("buffer_len", w.overlong_buffer_len);
       w.overlong_penalty_factor = ol.Get<double>("penalty_factor", w.overlong_penalty_factor);
       w.overlong_filter = ol.Get<bool>("filter", w.overlong_filter);
+      if (w.overlong_buffer_len < 0 || w.overlong_buffer_len >= c.rollout.max_response_len) {
+        ol.Fail("buffer_len", StrCat("expected 0 (off) or a length in [1, rollout.max_response_len = ",
+                                     c.rollout.max_response_len, "), got ", w.overlong_buffer_len,
+                                     " (the penalty starts at max_response_len - buffer_len)"));
+      }
       ol.Finish();
     }
     if (!(w.timeout_s > 0)) rw.Fail("timeout_s", "expected > 0");
@@ -98,11 +113,11 @@ TrainConfig Parse(const YAML::Node& root) {
     mt.Finish();
   }
   for (const char* k : {"algorithm", "tasks", "tokenizer", "chat_template", "sft"}) r.MarkUsed(k);
-  c.algorithm = root["algorithm"];
-  c.tasks = root["tasks"];
-  c.tokenizer = root["tokenizer"];
-  c.chat_template = root["chat_template"];
-  c.sft = root["sft"];
+  c.algorithm = Block(root, "algorithm");
+  c.tasks = Block(root, "tasks");
+  c.tokenizer = Block(root, "tokenizer");
+  c.chat_template = Block(root, "chat_template");
+  c.sft = Block(root, "sft");
   r.Finish();
   return c;
 }

@@ -23,6 +23,7 @@ struct RunConfig {
   int64_t micro_batch_tokens = 4096;  // trainer.micro_batch_tokens
   std::string log_level = "info";  // trainer.log_level
   bool deterministic = true;       // trainer.deterministic: synchronous, bit-reproducible on CPU
+  bool moe_aux_loss = true;        // trainer.moe_aux_loss: add the router load-balancing loss
   std::string init_from;           // trainer.init_from: model directory (safetensors + config.json,
                                    // e.g. from `lightrl sft` or `lightrl export`); empty = fresh init
 };

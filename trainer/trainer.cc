@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "algorithms/filters.h"
 #include "core/check.h"
 #include "core/logging.h"
 
@@ -289,12 +290,11 @@ Status Trainer::Rewards(const std::vector<PromptTask>& tasks, std::vector<Sample
     s.correct = r.score().verdict == Verdict::kCorrect;
     // DAPO soft overlong punishment (Eq. 13) and overlong filtering.
     const int64_t L = static_cast<int64_t>(s.response_ids.size());
-    const int64_t max_len = config_.rollout.max_response_len, buf = config_.reward.overlong_buffer_len;
-    if (buf > 0 && L > max_len - buf) {
-      s.reward += std::min(0.0, static_cast<double>(max_len - buf - L) / static_cast<double>(buf)) *
-                  config_.reward.overlong_penalty_factor;
+    if (config_.reward.overlong_buffer_len > 0) {
+      s.reward += algorithms::SoftOverlongPenalty(L, config_.rollout.max_response_len, config_.reward.overlong_buffer_len,
+                                                  config_.reward.overlong_penalty_factor);
     }
-    if (config_.reward.overlong_filter && s.finish_reason == "length") {
+    if (algorithms::OverlongFiltered(config_.reward.overlong_filter, s.finish_reason == "length")) {
       s.masked = true;
       s.mask_reason = "overlong_filter";
     }
@@ -306,15 +306,14 @@ Status Trainer::DynamicSampling(int64_t step, std::vector<PromptTask>* tasks, st
                                 StepMetrics* metrics) {
   const int64_t wanted = config_.rollout.prompts_per_step;
   auto kept_groups = [&]() {
-    std::map<int64_t, std::vector<double>> by_group;
-    for (const auto& s : *samples)
-      if (!s.masked) by_group[s.group].push_back(s.reward);
-    std::vector<int64_t> kept;
-    for (const auto& [g, rewards] : by_group) {
-      bool all_equal = std::all_of(rewards.begin(), rewards.end(), [&](double r) { return r == rewards.front(); });
-      if (rewards.size() >= 2 && !all_equal) kept.push_back(g);
+    std::vector<double> rewards;
+    std::vector<int64_t> groups;
+    for (const auto& s : *samples) {
+      if (s.masked) continue;
+      rewards.push_back(s.reward);
+      groups.push_back(s.group);
     }
-    return kept;
+    return algorithms::FilterZeroVarianceGroups(rewards, groups, /*min_group_size=*/2).kept_groups;
   };
   std::vector<int64_t> kept = kept_groups();
   int64_t rounds = 1;
@@ -429,6 +428,7 @@ StepMetrics Trainer::Update(std::vector<Sample>* samples, const std::vector<int6
   opts.micro_batch_tokens = config_.trainer.micro_batch_tokens;
   opts.temperature = config_.rollout.temperature;
   opts.metric_names = hooks_.metric_names;
+  opts.moe_aux_loss = config_.trainer.moe_aux_loss;
   return policy_->Update(*samples, order, opts, hooks_.loss);
 }
 

@@ -1,0 +1,234 @@
+// Kill-and-resume of the real job (`mpirun ... lightrl train ... --resume auto`): a run killed
+// with SIGKILL at several points and resumed produces the same per-step metrics (losses, rewards,
+// token counts: everything but wall-clock times) as an uninterrupted run with the same seed, bit
+// for bit; so does a run stopped by SIGTERM (which saves and exits 0), a run whose newest
+// checkpoint is corrupt (auto-resume falls back to the previous one), and a run whose checkpoint
+// falls exactly on an epoch boundary of the task source. A checkpoint written by 2 trainer ranks
+// resumes on 1.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string SourceDir() {
+  const char* d = std::getenv("LIGHTRL_SOURCE_DIR");
+  return d ? d : LIGHTRL_SOURCE_DIR_DEFAULT;
+}
+
+std::string Mpirun(int np) {
+  return "mpirun -np " + std::to_string(np) + " --oversubscribe --bind-to none --allow-run-as-root ";
+}
+
+// A small, fast version of the tiny recipe (resume_tiny.yaml: a task source of 6 problems; at 2
+// prompts per step an epoch ends every 3 steps).
+std::string Overrides(int steps) {
+  return " trainer.total_steps=" + std::to_string(steps) +
+         " rollout.prompts_per_step=2 rollout.samples_per_prompt=4 rollout.max_response_len=8"
+         " trainer.threads=1 metrics.tensorboard=false checkpoint.save_every=3 checkpoint.keep_last=3";
+}
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;
+};
+
+RunResult Run(const std::string& command) {
+  RunResult r;
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string TrainCommand(int np, const std::string& run_dir, int steps, const std::string& extra = "") {
+  return Mpirun(np) + LIGHTRL_BINARY + " train " + SourceDir() + "/tests/checkpoint/resume_tiny.yaml" + Overrides(steps) + extra +
+         " --run-dir " + run_dir + " --resume auto";
+}
+
+size_t CountLines(const std::string& path) {
+  std::ifstream in(path);
+  size_t n = 0;
+  std::string line;
+  while (std::getline(in, line)) n += !line.empty();
+  return n;
+}
+
+// step -> the metrics that must replay exactly (wall-clock times and rates dropped).
+std::map<int64_t, nlohmann::json> DeterministicMetrics(const std::string& run_dir) {
+  std::map<int64_t, nlohmann::json> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line);
+    nlohmann::json kept;
+    for (auto& [k, v] : j.items())
+      if (k.rfind("time/", 0) != 0 && k.rfind("throughput/", 0) != 0) kept[k] = v;
+    out[j["step"].get<int64_t>()] = kept;
+  }
+  return out;
+}
+
+std::string FreshDir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("lightrl_resume_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+// PIDs of this job's world-rank-`rank` processes (their command line names run_dir).
+std::vector<pid_t> RankPids(const std::string& run_dir, int rank) {
+  std::vector<pid_t> pids;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmd(e.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    if (cmdline.find(run_dir) == std::string::npos || cmdline.find("mpirun") != std::string::npos) continue;
+    std::ifstream env(e.path() / "environ");
+    std::string environ((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
+    if (environ.find("OMPI_COMM_WORLD_RANK=" + std::to_string(rank) + std::string(1, '\0')) != std::string::npos)
+      pids.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return pids;
+}
+
+// Starts the job in the background, waits until `lines` steps are logged plus `delay_ms`, then
+// sends `sig` to trainer rank 0. Returns the job's result.
+RunResult RunAndSignal(const std::string& command, const std::string& run_dir, size_t lines, int delay_ms, int sig) {
+  RunResult r;
+  std::thread job([&] { r = Run(command); });
+  for (int i = 0; i < 6000 && CountLines(run_dir + "/metrics.jsonl") < lines; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+  for (pid_t pid : RankPids(run_dir, 0)) ::kill(pid, sig);
+  job.join();
+  return r;
+}
+
+class ResumeJobTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    reference_dir_ = new std::string(FreshDir("reference"));
+    RunResult r = Run(TrainCommand(3, *reference_dir_, 7));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    reference_ = new std::map<int64_t, nlohmann::json>(DeterministicMetrics(*reference_dir_));
+    ASSERT_EQ(reference_->size(), 7u);
+  }
+  static void ExpectMatchesReference(const std::string& run_dir, const std::string& output) {
+    std::map<int64_t, nlohmann::json> got = DeterministicMetrics(run_dir);
+    ASSERT_EQ(got.size(), reference_->size()) << output;
+    for (const auto& [step, ref] : *reference_) {
+      ASSERT_TRUE(got.count(step)) << "step " << step << " missing\n" << output;
+      EXPECT_EQ(got[step], ref) << "step " << step << " differs from the uninterrupted run";
+    }
+  }
+  static std::string* reference_dir_;
+  static std::map<int64_t, nlohmann::json>* reference_;
+};
+std::string* ResumeJobTest::reference_dir_ = nullptr;
+std::map<int64_t, nlohmann::json>* ResumeJobTest::reference_ = nullptr;
+
+TEST_F(ResumeJobTest, KilledAtSeveralPointsThenResumedReplaysTheSameMetrics) {
+  // After step 4 is logged (checkpoint at 3): immediately (next step's rollout), 0.6 s and 1.2 s
+  // later (reward / update phases of step 5, depending on the machine's speed).
+  for (int delay_ms : {0, 600, 1200}) {
+    SCOPED_TRACE("kill delay " + std::to_string(delay_ms) + " ms");
+    const std::string dir = FreshDir("kill" + std::to_string(delay_ms));
+    RunResult killed = RunAndSignal(TrainCommand(3, dir, 7), dir, 4, delay_ms, SIGKILL);
+    EXPECT_NE(killed.exit_code, 0) << "a job whose trainer was killed must fail";
+    RunResult resumed = Run(TrainCommand(3, dir, 7));
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    EXPECT_NE(resumed.output.find("resumed from step"), std::string::npos) << resumed.output;
+    ExpectMatchesReference(dir, resumed.output);
+  }
+}
+
+TEST_F(ResumeJobTest, SigtermSavesExitsZeroAndResumes) {
+  const std::string dir = FreshDir("sigterm");
+  RunResult stopped = RunAndSignal(TrainCommand(3, dir, 7), dir, 1, 0, SIGTERM);
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.output;
+  const size_t done = CountLines(dir + "/metrics.jsonl");
+  EXPECT_LT(done, 7u) << "the run stopped early";
+  EXPECT_TRUE(fs::exists(dir + "/checkpoints/step_" + std::to_string(done))) << stopped.output;
+  RunResult resumed = Run(TrainCommand(3, dir, 7));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  ExpectMatchesReference(dir, resumed.output);
+}
+
+TEST_F(ResumeJobTest, CorruptNewestCheckpointFallsBackToThePreviousOne) {
+  // Run to step 6 (checkpoints 3 and 6; step 6 ends the second epoch), flip a byte in the middle
+  // of step_6's file, then continue to 7: the run must resume from step 3, name step_6 as
+  // corrupt, and still replay the reference exactly.
+  const std::string dir = FreshDir("corrupt");
+  RunResult first = Run(TrainCommand(3, dir, 6));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const std::string file = dir + "/checkpoints/step_6/state.h5";
+  ASSERT_TRUE(fs::exists(file));
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    const auto size = static_cast<std::streamoff>(fs::file_size(file));
+    f.seekg(size / 2);
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x5a);
+    f.seekp(size / 2);
+    f.write(&c, 1);
+  }
+  RunResult resumed = Run(TrainCommand(3, dir, 7));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("step_6"), std::string::npos) << "the corrupt checkpoint is named\n" << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from step 3"), std::string::npos) << resumed.output;
+  ExpectMatchesReference(dir, resumed.output);
+}
+
+TEST_F(ResumeJobTest, EpochBoundaryCheckpointResumesIntoTheNextEpoch) {
+  // Step 3 consumes the 6th and last task of epoch 0 and is checkpointed: stop there, resume.
+  const std::string dir = FreshDir("epoch");
+  RunResult first = Run(TrainCommand(3, dir, 3));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  RunResult resumed = Run(TrainCommand(3, dir, 7));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from step 3"), std::string::npos) << resumed.output;
+  ExpectMatchesReference(dir, resumed.output);
+}
+
+TEST_F(ResumeJobTest, CheckpointOfTwoTrainerRanksResumesOnOne) {
+  const std::string dir = FreshDir("worldsize");
+  RunResult two = Run(TrainCommand(4, dir, 3));  // trainers 0-1, rollout 2, reward 3
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  RunResult one = Run(TrainCommand(3, dir, 5));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  EXPECT_NE(one.output.find("resumed from step 3"), std::string::npos) << one.output;
+  std::map<int64_t, nlohmann::json> m = DeterministicMetrics(dir);
+  ASSERT_EQ(m.size(), 5u);
+  // Counters continue from the checkpoint: 2 prompts x 4 samples per step.
+  EXPECT_EQ(m[5]["counters/consumed_prompts"].get<double>(), 10.0);
+  EXPECT_EQ(m[5]["counters/consumed_samples"].get<double>(), 40.0);
+  EXPECT_EQ(m[5]["counters/weights_version"].get<double>(), 6.0);
+  // The rollout of step 1 does not depend on the trainer world size: same samples and rewards.
+  EXPECT_EQ(m[1]["reward/mean"], (*reference_)[1]["reward/mean"]);
+  EXPECT_EQ(m[1]["response/length_mean"], (*reference_)[1]["response/length_mean"]);
+}
+
+}  // namespace

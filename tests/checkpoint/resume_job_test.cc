@@ -22,18 +22,18 @@
 #include <thread>
 #include <vector>
 
+#include "tests/util/job_util.h"
+
 namespace {
 
 namespace fs = std::filesystem;
+using lightrl::testing::CountLines;
+using lightrl::testing::Mpirun;
+using lightrl::testing::RunCommand;
+using RunResult = lightrl::testing::CommandResult;
 
-std::string SourceDir() {
-  const char* d = std::getenv("LIGHTRL_SOURCE_DIR");
-  return d ? d : LIGHTRL_SOURCE_DIR_DEFAULT;
-}
-
-std::string Mpirun(int np) {
-  return "mpirun -np " + std::to_string(np) + " --oversubscribe --bind-to none --allow-run-as-root ";
-}
+std::string SourceDir() { return lightrl::testing::SourceDir(LIGHTRL_SOURCE_DIR_DEFAULT); }
+std::string FreshDir(const std::string& name) { return lightrl::testing::FreshDir("lightrl_resume", name); }
 
 // A small, fast version of the tiny recipe (resume_tiny.yaml: a task source of 6 problems; at 2
 // prompts per step an epoch ends every 3 steps).
@@ -43,34 +43,9 @@ std::string Overrides(int steps) {
          " trainer.threads=1 metrics.tensorboard=false checkpoint.save_every=3 checkpoint.keep_last=3";
 }
 
-struct RunResult {
-  int exit_code = -1;
-  std::string output;
-};
-
-RunResult Run(const std::string& command) {
-  RunResult r;
-  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
 std::string TrainCommand(int np, const std::string& run_dir, int steps, const std::string& extra = "") {
   return Mpirun(np) + LIGHTRL_BINARY + " train " + SourceDir() + "/tests/checkpoint/resume_tiny.yaml" + Overrides(steps) + extra +
          " --run-dir " + run_dir + " --resume auto";
-}
-
-size_t CountLines(const std::string& path) {
-  std::ifstream in(path);
-  size_t n = 0;
-  std::string line;
-  while (std::getline(in, line)) n += !line.empty();
-  return n;
 }
 
 // step -> the metrics that must replay exactly (wall-clock times and rates dropped).
@@ -87,13 +62,6 @@ std::map<int64_t, nlohmann::json> DeterministicMetrics(const std::string& run_di
     out[j["step"].get<int64_t>()] = kept;
   }
   return out;
-}
-
-std::string FreshDir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("lightrl_resume_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
 }
 
 // PIDs of this job's world-rank-`rank` processes (their command line names run_dir).
@@ -117,7 +85,7 @@ std::vector<pid_t> RankPids(const std::string& run_dir, int rank) {
 // sends `sig` to trainer rank 0. Returns the job's result.
 RunResult RunAndSignal(const std::string& command, const std::string& run_dir, size_t lines, int delay_ms, int sig) {
   RunResult r;
-  std::thread job([&] { r = Run(command); });
+  std::thread job([&] { r = RunCommand(command); });
   for (int i = 0; i < 6000 && CountLines(run_dir + "/metrics.jsonl") < lines; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
@@ -130,7 +98,7 @@ class ResumeJobTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     reference_dir_ = new std::string(FreshDir("reference"));
-    RunResult r = Run(TrainCommand(3, *reference_dir_, 7));
+    RunResult r = RunCommand(TrainCommand(3, *reference_dir_, 7));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     reference_ = new std::map<int64_t, nlohmann::json>(DeterministicMetrics(*reference_dir_));
     ASSERT_EQ(reference_->size(), 7u);
@@ -157,7 +125,7 @@ TEST_F(ResumeJobTest, KilledAtSeveralPointsThenResumedReplaysTheSameMetrics) {
     const std::string dir = FreshDir("kill" + std::to_string(delay_ms));
     RunResult killed = RunAndSignal(TrainCommand(3, dir, 7), dir, 4, delay_ms, SIGKILL);
     EXPECT_NE(killed.exit_code, 0) << "a job whose trainer was killed must fail";
-    RunResult resumed = Run(TrainCommand(3, dir, 7));
+    RunResult resumed = RunCommand(TrainCommand(3, dir, 7));
     ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
     EXPECT_NE(resumed.output.find("resumed from step"), std::string::npos) << resumed.output;
     ExpectMatchesReference(dir, resumed.output);
@@ -171,7 +139,7 @@ TEST_F(ResumeJobTest, SigtermSavesExitsZeroAndResumes) {
   const size_t done = CountLines(dir + "/metrics.jsonl");
   EXPECT_LT(done, 7u) << "the run stopped early";
   EXPECT_TRUE(fs::exists(dir + "/checkpoints/step_" + std::to_string(done))) << stopped.output;
-  RunResult resumed = Run(TrainCommand(3, dir, 7));
+  RunResult resumed = RunCommand(TrainCommand(3, dir, 7));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   ExpectMatchesReference(dir, resumed.output);
 }
@@ -181,7 +149,7 @@ TEST_F(ResumeJobTest, CorruptNewestCheckpointFallsBackToThePreviousOne) {
   // of step_6's file, then continue to 7: the run must resume from step 3, name step_6 as
   // corrupt, and still replay the reference exactly.
   const std::string dir = FreshDir("corrupt");
-  RunResult first = Run(TrainCommand(3, dir, 6));
+  RunResult first = RunCommand(TrainCommand(3, dir, 6));
   ASSERT_EQ(first.exit_code, 0) << first.output;
   const std::string file = dir + "/checkpoints/step_6/state.h5";
   ASSERT_TRUE(fs::exists(file));
@@ -195,7 +163,7 @@ TEST_F(ResumeJobTest, CorruptNewestCheckpointFallsBackToThePreviousOne) {
     f.seekp(size / 2);
     f.write(&c, 1);
   }
-  RunResult resumed = Run(TrainCommand(3, dir, 7));
+  RunResult resumed = RunCommand(TrainCommand(3, dir, 7));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("step_6"), std::string::npos) << "the corrupt checkpoint is named\n" << resumed.output;
   EXPECT_NE(resumed.output.find("resumed from step 3"), std::string::npos) << resumed.output;
@@ -205,9 +173,9 @@ TEST_F(ResumeJobTest, CorruptNewestCheckpointFallsBackToThePreviousOne) {
 TEST_F(ResumeJobTest, EpochBoundaryCheckpointResumesIntoTheNextEpoch) {
   // Step 3 consumes the 6th and last task of epoch 0 and is checkpointed: stop there, resume.
   const std::string dir = FreshDir("epoch");
-  RunResult first = Run(TrainCommand(3, dir, 3));
+  RunResult first = RunCommand(TrainCommand(3, dir, 3));
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  RunResult resumed = Run(TrainCommand(3, dir, 7));
+  RunResult resumed = RunCommand(TrainCommand(3, dir, 7));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("resumed from step 3"), std::string::npos) << resumed.output;
   ExpectMatchesReference(dir, resumed.output);
@@ -215,9 +183,9 @@ TEST_F(ResumeJobTest, EpochBoundaryCheckpointResumesIntoTheNextEpoch) {
 
 TEST_F(ResumeJobTest, CheckpointOfTwoTrainerRanksResumesOnOne) {
   const std::string dir = FreshDir("worldsize");
-  RunResult two = Run(TrainCommand(4, dir, 3));  // trainers 0-1, rollout 2, reward 3
+  RunResult two = RunCommand(TrainCommand(4, dir, 3));  // trainers 0-1, rollout 2, reward 3
   ASSERT_EQ(two.exit_code, 0) << two.output;
-  RunResult one = Run(TrainCommand(3, dir, 5));
+  RunResult one = RunCommand(TrainCommand(3, dir, 5));
   ASSERT_EQ(one.exit_code, 0) << one.output;
   EXPECT_NE(one.output.find("resumed from step 3"), std::string::npos) << one.output;
   std::map<int64_t, nlohmann::json> m = DeterministicMetrics(dir);
@@ -225,7 +193,7 @@ TEST_F(ResumeJobTest, CheckpointOfTwoTrainerRanksResumesOnOne) {
   // Counters continue from the checkpoint: 2 prompts x 4 samples per step.
   EXPECT_EQ(m[5]["counters/consumed_prompts"].get<double>(), 10.0);
   EXPECT_EQ(m[5]["counters/consumed_samples"].get<double>(), 40.0);
-  EXPECT_EQ(m[5]["counters/weights_version"].get<double>(), 6.0);
+  EXPECT_EQ(m[5]["counters/weights_version"].get<double>(), 6.0);  // v1 before step 1, +1 per step
   // The rollout of step 1 does not depend on the trainer world size: same samples and rewards.
   EXPECT_EQ(m[1]["reward/mean"], (*reference_)[1]["reward/mean"]);
   EXPECT_EQ(m[1]["response/length_mean"], (*reference_)[1]["response/length_mean"]);

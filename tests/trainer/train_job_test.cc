@@ -18,51 +18,26 @@
 #include <thread>
 #include <vector>
 
+#include "tests/util/job_util.h"
+
 #include "core/comm/zmq_rpc.h"
 #include "core/protocol/codec.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using lightrl::testing::CountLines;
+using lightrl::testing::Mpirun;
+using lightrl::testing::RunCommand;
+using RunResult = lightrl::testing::CommandResult;
 
-std::string SourceDir() {
-  const char* d = std::getenv("LIGHTRL_SOURCE_DIR");
-  return d ? d : LIGHTRL_SOURCE_DIR_DEFAULT;
-}
-
-std::string Mpirun(int np) {
-  return "mpirun -np " + std::to_string(np) + " --oversubscribe --bind-to none --allow-run-as-root ";
-}
+std::string SourceDir() { return lightrl::testing::SourceDir(LIGHTRL_SOURCE_DIR_DEFAULT); }
+std::string FreshDir(const std::string& name) { return lightrl::testing::FreshDir("lightrl_train_job", name); }
 
 // The tiny recipe shrunk to a few seconds per step.
 std::string FastOverrides() {
   return " trainer.total_steps=2 rollout.prompts_per_step=2 rollout.samples_per_prompt=4"
          " rollout.max_response_len=8 trainer.threads=1 metrics.tensorboard=false";
-}
-
-struct RunResult {
-  int exit_code = -1;
-  std::string output;  // stdout + stderr
-};
-
-RunResult Run(const std::string& command) {
-  RunResult r;
-  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
-size_t CountLines(const std::string& path) {
-  std::ifstream in(path);
-  size_t n = 0;
-  std::string line;
-  while (std::getline(in, line)) n += !line.empty();
-  return n;
 }
 
 std::vector<nlohmann::json> ReadMetrics(const std::string& run_dir) {
@@ -74,18 +49,11 @@ std::vector<nlohmann::json> ReadMetrics(const std::string& run_dir) {
   return out;
 }
 
-std::string FreshDir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("lightrl_train_job_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
-
 std::string Recipe() { return SourceDir() + "/configs/cispo_tiny.yaml"; }
 
 TEST(TrainJobTest, SplitRolesRunCompletesAndWritesMetrics) {
   const std::string dir = FreshDir("split");
-  RunResult r = Run(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
+  RunResult r = RunCommand(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
                     " --run-dir " + dir + " --resume none");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::vector<nlohmann::json> m = ReadMetrics(dir);
@@ -97,8 +65,8 @@ TEST(TrainJobTest, SplitRolesRunCompletesAndWritesMetrics) {
     EXPECT_EQ(m[i]["samples/masked"].get<double>(), 0.0);
     EXPECT_GT(m[i]["time/rollout_s"].get<double>(), 0.0);
     EXPECT_TRUE(m[i].contains("reward/mean"));
-    // Weights were published before step 1 and after every step.
-    EXPECT_EQ(m[i]["counters/weights_version"].get<double>(), static_cast<double>(i + 1));
+    // Weights were published before step 1 (v1) and after every step: step i+1 ends at v(i+2).
+    EXPECT_EQ(m[i]["counters/weights_version"].get<double>(), static_cast<double>(i + 2));
     // Synchronous on-policy: the rollout's log-probs are the trainer's (same model code, same weights).
     EXPECT_LT(m[i]["logp/rollout_vs_trainer_abs_max"].get<double>(), 1e-4);
   }
@@ -106,7 +74,7 @@ TEST(TrainJobTest, SplitRolesRunCompletesAndWritesMetrics) {
 
 TEST(TrainJobTest, ColocatedTwoTrainerRanksRunCompletes) {
   const std::string dir = FreshDir("colocated");
-  RunResult r = Run(Mpirun(2) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
+  RunResult r = RunCommand(Mpirun(2) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
                     " roles.mode=colocated --run-dir " + dir + " --resume none");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::vector<nlohmann::json> m = ReadMetrics(dir);
@@ -116,10 +84,10 @@ TEST(TrainJobTest, ColocatedTwoTrainerRanksRunCompletes) {
 
 TEST(TrainJobTest, BadConfigKeyFailsNamingTheKey) {
   const std::string dir = FreshDir("badkey");
-  RunResult r = Run(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + " rollout.temprature=0.5 --run-dir " + dir);
+  RunResult r = RunCommand(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + " rollout.temprature=0.5 --run-dir " + dir);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("rollout.temprature"), std::string::npos) << r.output;
-  RunResult roles = Run(Mpirun(2) + LIGHTRL_BINARY + " train " + Recipe() + " --run-dir " + dir);
+  RunResult roles = RunCommand(Mpirun(2) + LIGHTRL_BINARY + " train " + Recipe() + " --run-dir " + dir);
   EXPECT_NE(roles.exit_code, 0);  // 2 ranks cannot hold trainer + rollout + reward
   EXPECT_NE(roles.output.find("roles.rollout_ranks"), std::string::npos) << roles.output;
 }
@@ -164,7 +132,7 @@ TEST(TrainJobTest, KilledRewardWorkerMasksItsSamplesAndTheRunContinues) {
                           " reward.endpoints=[" + a.endpoint() + "," + b.endpoint() + "]" + " --run-dir " + dir +
                           " --resume none";
   RunResult r;
-  std::thread job([&] { r = Run(cmd); });
+  std::thread job([&] { r = RunCommand(cmd); });
   // Kill worker b once step 1 is logged (the run is under way).
   for (int i = 0; i < 2400 && CountLines(dir + "/metrics.jsonl") == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   b.Stop();

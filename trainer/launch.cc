@@ -1,8 +1,10 @@
 #include "trainer/launch.h"
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -51,6 +53,19 @@ StatusOr<model::HybridModel> BuildPolicy(const TrainConfig& config) {
   }
   return policy;
 }
+
+}  // namespace
+
+int ThreadsPerRank(int requested) {
+  if (requested > 0) return requested;
+  // Ranks of this job on this node (Open MPI sets OMPI_COMM_WORLD_LOCAL_SIZE); oversubscribing
+  // the cores with every rank's OpenMP pool makes each step several times slower.
+  int local = 1;
+  if (const char* s = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE")) local = std::max(1, std::atoi(s));
+  return std::max(1, AvailableCores() / local);
+}
+
+namespace {
 
 rollout::EngineOptions EngineOptionsFor(const TrainConfig& config) {
   rollout::EngineOptions o;
@@ -356,7 +371,7 @@ int RunTrainJob(const TrainArgs& args) {
       return kExitBadConfig;
     }
     InitLogging({comm::RoleName(roles->role), world.rank(), config->trainer.log_level});
-    ConfigureThreads(config->trainer.threads);
+    ConfigureThreads(ThreadsPerRank(config->trainer.threads));
     torch::manual_seed(config->trainer.seed);
 
     // Workers bind first; then every rank learns every endpoint.

@@ -34,6 +34,10 @@ struct TrainArgs {
 // Runs this rank's part of the job; returns the process exit code.
 int RunTrainJob(const TrainArgs& args);
 
+// libtorch threads for this rank: `requested` (trainer.threads) if > 0, else the cores available
+// to the process divided by the job's ranks on this node (at least 1).
+int ThreadsPerRank(int requested);
+
 struct RewardWorkerArgs {
   std::string bind = "tcp://127.0.0.1:5555";  // ZeroMQ endpoint to serve on
   std::string config_path;                    // optional: a training config (its reward.verifiers)

@@ -186,13 +186,15 @@ Status MetricsLogger::Log(int64_t step, int64_t total_steps, const StepMetrics& 
   const double elapsed = Now() - start_time_;
   const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, step - first_step_));
   const double eta = per_step * static_cast<double>(std::max<int64_t>(0, total_steps - step));
-  auto get = [&](const char* k) {
-    auto it = metrics.find(k);
-    return it == metrics.end() ? std::nan("") : it->second;
-  };
-  Logger("trainer")->info("step {}/{}  reward {:.3f}  acc {:.3f}  loss {:.4g}  resp_len {:.1f}  {:.1f}s/step  ETA {:.0f}s",
-                          step, total_steps, get("reward/mean"), get("reward/accuracy"), get("loss/policy"),
-                          get("response/length_mean"), per_step, eta);
+  // The headline scalars the run has (RL: reward, accuracy, policy loss, length; SFT: its loss).
+  std::string line;
+  for (const auto& [key, label] : std::vector<std::pair<const char*, const char*>>{
+           {"reward/mean", "reward"}, {"reward/accuracy", "acc"}, {"loss/policy", "loss"},
+           {"response/length_mean", "resp_len"}, {"sft/loss", "sft_loss"}, {"sft/target_token_prob", "target_p"}}) {
+    auto it = metrics.find(key);
+    if (it != metrics.end()) line += fmt::format("  {} {:.4g}", label, it->second);
+  }
+  Logger("trainer")->info("step {}/{}{}  {:.1f}s/step  ETA {:.0f}s", step, total_steps, line, per_step, eta);
   return Status::Ok();
 }
 

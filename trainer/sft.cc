@@ -16,6 +16,7 @@
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
 #include "trainer/batch.h"
+#include "trainer/launch.h"
 #include "trainer/metrics.h"
 #include "trainer/mpi_collective.h"
 #include "trainer/policy_trainer.h"
@@ -96,7 +97,7 @@ int RunSftJob(const SftArgs& args) {
     StatusOr<SftConfig> sft = ParseConfig<SftConfig>([&] { return ParseSftConfig(config->sft); });
     if (!sft.ok()) return fail_config(sft.status());
     InitLogging({"sft", world.rank(), config->trainer.log_level});
-    ConfigureThreads(config->trainer.threads);
+    ConfigureThreads(ThreadsPerRank(config->trainer.threads));
     auto log = Logger("sft");
 
     StatusOr<std::unique_ptr<model::Tokenizer>> tokenizer = model::BuildTokenizer(config->tokenizer, "tokenizer");

@@ -4,7 +4,7 @@
 //
 // Storage convention: every type is stored as its little-endian in-memory bytes. bfloat16 and
 // float16 have no portable HDF5 native type, so checkpoints store them as uint16 bit patterns
-// with a `lightrl_dtype` attribute naming the real type (core/io/h5_file.h).
+// with a `lightrl_dtype` attribute naming the real type (core/checkpoint/h5_file.h).
 #pragma once
 
 #include <cstddef>

@@ -137,6 +137,14 @@ Recipe Parse(const YAML::Node& node, const std::string& path) {
     }
     cc.lr = c.Get<double>("lr", cc.lr);
     if (!(std::isfinite(cc.lr) && cc.lr > 0)) c.Fail("lr", StrCat("expected a finite number > 0, got ", cc.lr));
+    const std::string init = c.Get<std::string>("init", "policy");
+    if (init == "policy") {
+      cc.init_from_policy = true;
+    } else if (init == "fresh") {
+      cc.init_from_policy = false;
+    } else {
+      c.Fail("init", StrCat("expected 'policy' or 'fresh', got '", init, "'"));
+    }
     c.Finish();
     rc.critic = cc;
   }
@@ -180,7 +188,8 @@ std::string Recipe::Describe() const {
                 "; entropy_coef = ", entropy_coef, "; kl = ",
                 kl.coef > 0 ? StrCat(KlEstimatorName(kl.estimator), " x ", kl.coef, kl.in_reward ? " in reward" : " in loss")
                             : std::string("off"),
-                critic ? StrCat("; critic value_clip = ", critic->value_clip, ", lr = ", critic->lr) : std::string(""));
+                critic ? StrCat("; critic value_clip = ", critic->value_clip, ", lr = ", critic->lr,
+                                ", init = ", critic->init_from_policy ? "policy" : "fresh") : std::string(""));
 }
 
 }  // namespace lightrl::algorithms

@@ -20,7 +20,8 @@
 //     dynamic_sampling: {enabled: bool [false], max_gen_batches: int >= 0 [10], 0 = unbounded}
 //     entropy_coef: finite >= 0                       [0]
 //     kl: {coef: >= 0 [0], estimator: k1|k2|k3 [k3], in_reward: bool [false]}
-//     critic: {value_clip: > 0 [0.5], lr: > 0 [1e-5]} (required when the estimator needs values)
+//     critic: {value_clip: > 0 [0.5], lr: > 0 [1e-5], init: policy|fresh [policy]}
+//                                                     (required when the estimator needs values)
 #pragma once
 
 #include <yaml-cpp/yaml.h>
@@ -58,6 +59,9 @@ struct DynamicSamplingConfig {
 struct CriticConfig {
   double value_clip = 0.5;
   double lr = 1e-5;
+  // init: policy = the value model starts from the policy's weights (every tensor but lm_head;
+  // the value head is freshly initialised), fresh = an independently initialised model.
+  bool init_from_policy = true;
 };
 
 struct Recipe {

@@ -167,10 +167,8 @@ torch::Tensor ToPadded(const torch::Tensor& x, const PaddedLayout& layout) {
 
 StatusOr<AlgorithmHooks> BuildAlgorithmHooksFromRecipe(const algorithms::Recipe& recipe, const std::string& path) {
   if (!recipe.advantage || !recipe.policy_loss) return InvalidArgument(StrCat(path, ": recipe is incomplete"));
-  if (recipe.advantage->needs_values()) {
-    return Unimplemented(StrCat(path, ".advantage.estimator: '", recipe.advantage_name,
-                                "' needs a critic's values, not wired in the trainer yet (algorithms/ has ComputeGae "
-                                "and ClippedValueLoss; use an outcome estimator such as grpo meanwhile)"));
+  if (recipe.advantage->needs_values() && !recipe.critic) {
+    return InvalidArgument(StrCat(path, ".critic: required by advantage estimator '", recipe.advantage_name, "'"));
   }
   if (recipe.kl.coef > 0) {
     return Unimplemented(StrCat(path, ".kl.coef > 0 needs a reference policy, not wired in the trainer yet (",
@@ -185,17 +183,59 @@ StatusOr<AlgorithmHooks> BuildAlgorithmHooksFromRecipe(const algorithms::Recipe&
   h.description = recipe.Describe();
 
   std::shared_ptr<const algorithms::AdvantageEstimator> estimator = recipe.advantage;
-  h.advantages = [estimator](const std::vector<double>& rewards, const std::vector<int64_t>& groups) {
-    LR_CHECK(rewards.size() == groups.size(), "advantages: ", rewards.size(), " rewards but ", groups.size(),
-             " group ids");
-    const int64_t n = static_cast<int64_t>(rewards.size());
-    algorithms::AdvantageInputs in;
-    in.scores = torch::tensor(rewards, torch::kDouble);
-    in.group_index = torch::tensor(groups, torch::kLong);
-    in.response_mask = torch::ones({n, 1}, torch::kBool);
-    const torch::Tensor a = estimator->Compute(in).advantages.select(1, 0).contiguous().to(torch::kDouble);
-    return std::vector<double>(a.data_ptr<double>(), a.data_ptr<double>() + n);
-  };
+  if (estimator->needs_values()) {
+    h.needs_critic = true;
+    h.critic_value_clip = recipe.critic->value_clip;
+    h.critic_lr = recipe.critic->lr;
+    h.critic_init_from_policy = recipe.critic->init_from_policy;
+    h.token_advantages = [estimator](const std::vector<double>& rewards, const std::vector<std::vector<float>>& values) {
+      LR_CHECK(rewards.size() == values.size(), "token advantages: ", rewards.size(), " rewards but ", values.size(),
+               " value rows");
+      const int64_t n = static_cast<int64_t>(rewards.size());
+      int64_t T = 1;
+      for (const auto& v : values) T = std::max<int64_t>(T, static_cast<int64_t>(v.size()));
+      // Padded [n, T] fp64 (the GAE scan and the whitening in double; results stored as fp32).
+      torch::Tensor v = torch::zeros({n, T}, torch::kDouble);
+      torch::Tensor mask = torch::zeros({n, T}, torch::kBool);
+      auto va = v.accessor<double, 2>();
+      auto ma = mask.accessor<bool, 2>();
+      for (int64_t i = 0; i < n; ++i) {
+        LR_CHECK(!values[i].empty(), "token advantages: sample ", i, " has no response tokens");
+        for (size_t t = 0; t < values[i].size(); ++t) {
+          va[i][t] = values[i][t];
+          ma[i][t] = true;
+        }
+      }
+      algorithms::AdvantageInputs in;
+      in.scores = torch::tensor(rewards, torch::kDouble);
+      in.group_index = torch::arange(n, torch::kLong);
+      in.response_mask = mask;
+      in.values = v;  // token_rewards unset: the score on the last response token of each row
+      algorithms::AdvantageOutput out = estimator->Compute(in);
+      const torch::Tensor a = out.advantages.to(torch::kDouble).contiguous();
+      const torch::Tensor r = out.returns.to(torch::kDouble).contiguous();
+      AlgorithmHooks::TokenAdvantages result;
+      for (int64_t i = 0; i < n; ++i) {
+        const double* ap = a.data_ptr<double>() + i * T;
+        const double* rp = r.data_ptr<double>() + i * T;
+        result.advantages.emplace_back(ap, ap + values[i].size());
+        result.returns.emplace_back(rp, rp + values[i].size());
+      }
+      return result;
+    };
+  } else {
+    h.advantages = [estimator](const std::vector<double>& rewards, const std::vector<int64_t>& groups) {
+      LR_CHECK(rewards.size() == groups.size(), "advantages: ", rewards.size(), " rewards but ", groups.size(),
+               " group ids");
+      const int64_t n = static_cast<int64_t>(rewards.size());
+      algorithms::AdvantageInputs in;
+      in.scores = torch::tensor(rewards, torch::kDouble);
+      in.group_index = torch::tensor(groups, torch::kLong);
+      in.response_mask = torch::ones({n, 1}, torch::kBool);
+      const torch::Tensor a = estimator->Compute(in).advantages.select(1, 0).contiguous().to(torch::kDouble);
+      return std::vector<double>(a.data_ptr<double>(), a.data_ptr<double>() + n);
+    };
+  }
 
   auto state = std::make_shared<LossState>();
   state->policy_loss = recipe.policy_loss;

@@ -13,8 +13,12 @@
 //     token-sums are added to metric_sums under metric_names (the trainer reports them as
 //     sum / global token count).
 //
+//   * needs_critic + token_advantages(rewards, values): for an estimator that needs values
+//     (gae): per-token advantages and returns from the critic's old values with the outcome
+//     reward on each sample's last response token; the trainer then trains a critic
+//     (trainer/critic.h) with algorithm.critic's value_clip, lr and init.
+//
 // Parts the trainer cannot feed yet fail at build time with Unimplemented naming the key:
-//   algorithm.advantage.estimator: gae (needs a critic's values),
 //   algorithm.kl.coef > 0 (needs a reference policy, as a loss term or as a reward penalty).
 #pragma once
 

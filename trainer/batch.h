@@ -32,6 +32,10 @@ struct Sample {
   // Filled by the step loop.
   std::vector<float> old_logprobs;  // [R] fp32 (recomputed or = rollout_logprobs)
   std::vector<float> advantages;    // [R] fp32 (constant per sample for GRPO)
+  // PPO with a critic only (empty otherwise): old values V(prefix before token t) and GAE
+  // returns (advantages before whitening + values).
+  std::vector<float> values;        // [R] fp32
+  std::vector<float> returns;       // [R] fp32
 
   int64_t length() const { return static_cast<int64_t>(prompt_ids.size() + response_ids.size()); }
 };

@@ -24,6 +24,7 @@
 #include "rollout/service.h"
 #include "trainer/algorithm_hooks.h"
 #include "trainer/checkpoint.h"
+#include "trainer/critic.h"
 #include "trainer/local_ports.h"
 #include "trainer/mpi_collective.h"
 #include "trainer/remote_ports.h"
@@ -299,6 +300,7 @@ int RunTrainerRole(const TrainArgs& args, const TrainConfig& config, const comm:
         if (driver)
           for (const auto& d : *drift) log->warn("config changed since the checkpoint: {}", d);
         resumed = RestoreTrainingState(**state, trainer);
+        if (resumed.ok() && trainer.critic()) resumed = RestoreCriticState(**state, *trainer.critic());
         if (resumed.ok()) trainer.SetNextRewardBatch((*state)->next_reward_batch);
         if (resumed.ok() && driver && !(*state)->task_cursor.is_null())
           resumed = ports.tasks->Restore((*state)->task_cursor).WithContext("checkpoint task_cursor");
@@ -315,6 +317,7 @@ int RunTrainerRole(const TrainArgs& args, const TrainConfig& config, const comm:
     const bool stop = AnyRankStopRequested(collective);
     if (driver && (stop || checkpoints.Due(step, config.trainer.total_steps))) {
       TrainingState s = CaptureTrainingState(trainer, config);
+      if (trainer.critic()) CaptureCriticState(*trainer.critic(), &s);
       s.next_reward_batch = trainer.next_reward_batch();
       s.task_cursor = ports.tasks->State();
       // Every other generator is derived from trainer.seed and the step (trainer.cc DeriveSeed,

@@ -9,6 +9,7 @@
 #include "algorithms/filters.h"
 #include "core/check.h"
 #include "core/logging.h"
+#include "trainer/critic.h"
 
 namespace lightrl::trainer {
 
@@ -76,13 +77,25 @@ Trainer::Trainer(TrainConfig config, AlgorithmHooks hooks, model::HybridModel po
                  std::string run_dir)
     : config_(std::move(config)), hooks_(std::move(hooks)), ports_(ports), run_dir_(std::move(run_dir)) {
   LR_CHECK(ports_.collective != nullptr, "Trainer: a collective is required");
-  LR_CHECK(hooks_.loss && hooks_.advantages, "Trainer: algorithm hooks are incomplete");
+  LR_CHECK(hooks_.loss && (hooks_.needs_critic ? bool(hooks_.token_advantages) : bool(hooks_.advantages)),
+           "Trainer: algorithm hooks are incomplete");
   const int64_t optimizer_steps = config_.trainer.total_steps * std::max<int64_t>(1, hooks_.updates_per_rollout);
+  if (hooks_.needs_critic) {
+    // Built before the policy is moved; identical on every rank (seed derived from trainer.seed).
+    OptimConfig critic_optim = config_.optim;
+    critic_optim.lr = hooks_.critic_lr;
+    model::HybridModel value_model =
+        MakeValueModel(policy, hooks_.critic_init_from_policy, DeriveSeed(config_.trainer.seed, 0xC41C, 0, 0));
+    critic_ = std::make_unique<Critic>(std::move(value_model), critic_optim, optimizer_steps, hooks_.critic_value_clip,
+                                       ports_.collective);
+  }
   policy_ = std::make_unique<PolicyTrainer>(std::move(policy), config_.optim, optimizer_steps, ports_.collective);
   if (is_driver()) {
     LR_CHECK(ports_.tasks && ports_.rollout && ports_.reward, "Trainer: the driver rank needs task, rollout and reward ports");
   }
 }
+
+Trainer::~Trainer() = default;
 
 bool Trainer::is_driver() const { return ports_.collective->rank() == 0; }
 
@@ -157,7 +170,11 @@ StatusOr<StepMetrics> Trainer::Step(int64_t step) {
     if (!samples[i].masked && !samples[i].response_ids.empty()) order.push_back(static_cast<int64_t>(i));
 
   t = Clock::now();
-  Advantages(&samples, &metrics);
+  if (critic_) {
+    CriticAdvantages(&samples, order, &metrics);
+  } else {
+    Advantages(&samples, &metrics);
+  }
   metrics["time/advantages_s"] = Seconds(t);
   t = Clock::now();
   OldLogProbs(&samples, order, &metrics);
@@ -166,6 +183,12 @@ StatusOr<StepMetrics> Trainer::Step(int64_t step) {
   StepMetrics update = Update(&samples, order);
   metrics.insert(update.begin(), update.end());
   metrics["time/update_s"] = Seconds(t);
+  if (critic_) {
+    t = Clock::now();
+    StepMetrics critic = critic_->Update(samples, order, hooks_.updates_per_rollout, config_.trainer.micro_batch_tokens);
+    metrics.insert(critic.begin(), critic.end());
+    metrics["time/critic_update_s"] = Seconds(t);
+  }
   t = Clock::now();
   if (is_driver()) LR_RETURN_IF_ERROR(PublishWeights(/*new_version=*/true));
   metrics["time/publish_weights_s"] = Seconds(t);
@@ -384,6 +407,54 @@ void Trainer::Advantages(std::vector<Sample>* samples, StepMetrics* metrics) {
   const double n = std::max<double>(1, static_cast<double>(which.size()));
   (*metrics)["advantage/mean"] = sum / n;
   (*metrics)["advantage/abs_mean"] = abs_sum / n;
+}
+
+void Trainer::CriticAdvantages(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics) {
+  const int rank = ports_.collective->rank(), world = ports_.collective->size();
+  // Every rank needs every sample's values (advantages are whitened over the whole batch):
+  // compute a round-robin shard, then sum the zero-padded [total tokens] buffer over ranks
+  // (x + 0 is exact, so every rank holds bit-identical values).
+  std::vector<int64_t> mine, offsets;
+  int64_t total_tokens = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    offsets.push_back(total_tokens);
+    total_tokens += static_cast<int64_t>((*samples)[order[i]].response_ids.size());
+    if (static_cast<int>(i % world) == rank) mine.push_back(order[i]);
+  }
+  critic_->ComputeValues(*samples, mine, config_.trainer.micro_batch_tokens);
+  if (world > 1) {
+    std::vector<torch::Tensor> buffer{torch::zeros({total_tokens}, torch::kFloat32)};  // [total tokens] fp32
+    float* p = buffer[0].data_ptr<float>();
+    for (size_t i = 0; i < order.size(); ++i) {
+      if (static_cast<int>(i % world) != rank) continue;
+      const Sample& s = (*samples)[order[i]];
+      std::copy(s.values.begin(), s.values.end(), p + offsets[i]);
+    }
+    ports_.collective->AllReduceSum(buffer);
+    p = buffer[0].data_ptr<float>();
+    for (size_t i = 0; i < order.size(); ++i) {
+      Sample& s = (*samples)[order[i]];
+      s.values.assign(p + offsets[i], p + offsets[i] + s.response_ids.size());
+    }
+  }
+  WriteTokenAdvantages(hooks_, samples, order);
+  double sum = 0, abs_sum = 0, tokens = 0, value_sum = 0, return_sum = 0;
+  for (int64_t idx : order) {
+    const Sample& s = (*samples)[idx];
+    for (size_t t = 0; t < s.advantages.size(); ++t) {
+      sum += s.advantages[t];
+      abs_sum += std::abs(s.advantages[t]);
+      value_sum += s.values[t];
+      return_sum += s.returns[t];
+      tokens += 1;
+    }
+  }
+  const double n = std::max(1.0, tokens);
+  (*metrics)["advantage/mean"] = sum / n;
+  (*metrics)["advantage/abs_mean"] = abs_sum / n;
+  (*metrics)["critic/value_mean"] = value_sum / n;
+  (*metrics)["critic/return_mean"] = return_sum / n;
+  (*metrics)["critic/explained_var"] = ExplainedVariance(*samples, order);
 }
 
 void Trainer::OldLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics) {

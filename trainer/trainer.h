@@ -33,6 +33,20 @@ struct AlgorithmHooks {
   std::function<std::vector<double>(const std::vector<double>& rewards, const std::vector<int64_t>& groups)>
       advantages;
   LossFn loss;
+  // PPO with a critic (algorithm.advantage.estimator: gae): the step computes the critic's old
+  // values, then per-token advantages and returns with token_advantages (instead of
+  // `advantages`), and trains the critic after the policy (trainer/critic.h).
+  bool needs_critic = false;
+  double critic_value_clip = 0.5;   // algorithm.critic.value_clip
+  double critic_lr = 1e-5;          // algorithm.critic.lr (replaces optim.lr for the critic)
+  bool critic_init_from_policy = true;  // algorithm.critic.init: policy | fresh
+  // rewards [n] (outcome reward of each sample, placed on its last response token), values
+  // [n][R_i] (old values; R_i >= 1 response tokens: the mask) -> advantages and returns [n][R_i].
+  struct TokenAdvantages {
+    std::vector<std::vector<float>> advantages, returns;
+  };
+  std::function<TokenAdvantages(const std::vector<double>& rewards, const std::vector<std::vector<float>>& values)>
+      token_advantages;
   std::vector<std::string> metric_names;  // names the loss reports (same on every rank)
   std::string description;           // resolved knobs, logged once at start-up
 };
@@ -53,10 +67,13 @@ struct TrainerPorts {
   BatchChannel* batch_channel = nullptr;  // null when there is one trainer rank
 };
 
+class Critic;  // trainer/critic.h
+
 class Trainer {
  public:
   Trainer(TrainConfig config, AlgorithmHooks hooks, model::HybridModel policy, TrainerPorts ports,
           std::string run_dir);
+  ~Trainer();
 
   // Runs steps [start_step + 1, total_steps]. Returns non-OK on an unrecoverable error.
   Status Run();
@@ -65,6 +82,8 @@ class Trainer {
   StatusOr<StepMetrics> Step(int64_t step);
 
   PolicyTrainer& policy() { return *policy_; }
+  // The value model when hooks.needs_critic, else null.
+  Critic* critic() { return critic_.get(); }
   int64_t step() const { return step_; }
   uint64_t weights_version() const { return weights_version_; }
   // Restores counters after a checkpoint load (trainer/checkpoint.h).
@@ -78,7 +97,8 @@ class Trainer {
   // Token ids that end a response (the tokenizer's EOS / end-of-turn).
   void SetStopTokens(std::vector<int32_t> ids) { stop_token_ids_ = std::move(ids); }
 
-  // Called after each step's metrics (checkpoint hook; may be empty). Returns false to stop.
+  // Called after each step's metrics (checkpoint hook; may be empty). A non-OK status ends Run()
+  // with it (kCancelled: stop requested, the caller treats it as a clean stop).
   std::function<Status(int64_t step)> after_step;
 
  private:
@@ -92,6 +112,9 @@ class Trainer {
   void ShareBatch(std::vector<Sample>* samples);
   void OldLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics);
   void Advantages(std::vector<Sample>* samples, StepMetrics* metrics);
+  // Critic path: old values of every sample of `order` (each rank computes its shard, then the
+  // values are summed over ranks into every rank's samples), GAE advantages and returns.
+  void CriticAdvantages(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics);
   StepMetrics Update(std::vector<Sample>* samples, const std::vector<int64_t>& order);
   // Sends the policy to the rollout side, as a new version or (resume) as the current one.
   Status PublishWeights(bool new_version);
@@ -102,6 +125,7 @@ class Trainer {
   TrainerPorts ports_;
   std::string run_dir_;
   std::unique_ptr<PolicyTrainer> policy_;
+  std::unique_ptr<Critic> critic_;
   std::unique_ptr<MetricsLogger> metrics_;
   int64_t step_ = 0;
   uint64_t weights_version_ = 0;

@@ -127,7 +127,7 @@ std::vector<double> Gather(const std::vector<double>& padded, const std::vector<
 
 // ---- recipes ---------------------------------------------------------------------------------
 
-TEST(AlgorithmRecipesTest, EveryRecipeParsesAndBuildsOrFailsAsUnimplemented) {
+TEST(AlgorithmRecipesTest, EveryRecipeParsesAndBuilds) {
   for (const std::string name : {"cispo", "dapo", "grpo", "ppo"}) {
     const std::string path = SourceDir() + "/configs/algo/" + name + ".yaml";
     auto root = LoadConfigFile(path);
@@ -138,13 +138,17 @@ TEST(AlgorithmRecipesTest, EveryRecipeParsesAndBuildsOrFailsAsUnimplemented) {
     EXPECT_EQ(recipe->name, name);
     auto hooks = BuildAlgorithmHooks((*root)["algorithm"]);
     if (name == "ppo") {
-      ASSERT_FALSE(hooks.ok());
-      EXPECT_EQ(hooks.status().code(), StatusCode::kUnimplemented);
-      EXPECT_NE(hooks.status().message().find("algorithm.advantage.estimator: 'gae' needs a critic's values, not "
-                                              "wired in the trainer yet"),
-                std::string::npos)
-          << hooks.status().message();
+      // PPO requests a critic: per-token advantages from values, the recipe's critic knobs.
+      ASSERT_TRUE(hooks.ok()) << path << ": " << hooks.status().ToString();
+      EXPECT_TRUE(hooks->needs_critic);
+      EXPECT_TRUE(hooks->loss && hooks->token_advantages);
+      EXPECT_FALSE(hooks->advantages);
+      EXPECT_DOUBLE_EQ(hooks->critic_value_clip, 0.5);
+      EXPECT_DOUBLE_EQ(hooks->critic_lr, 1e-5);
+      EXPECT_TRUE(hooks->critic_init_from_policy);
+      EXPECT_EQ(hooks->name, name);
     } else {
+      EXPECT_FALSE(hooks->needs_critic);
       ASSERT_TRUE(hooks.ok()) << path << ": " << hooks.status().ToString();
       EXPECT_TRUE(hooks->loss && hooks->advantages);
       EXPECT_EQ(hooks->name, name);
@@ -392,6 +396,9 @@ TEST(AlgorithmHooksConfigTest, ErrorsNameTheKey) {
   EXPECT_NE(err("{policy_loss: {name: ppo_clip}, critic: {value_clip: 0.5}}").find("algorithm.critic: advantage "
                                                                                   "estimator 'grpo' does not use a "
                                                                                   "critic"),
+            std::string::npos);
+  EXPECT_NE(err("{advantage: {estimator: gae}, policy_loss: {name: ppo_clip}, critic: {init: warm}}")
+                .find("algorithm.critic.init: expected 'policy' or 'fresh', got 'warm'"),
             std::string::npos);
   EXPECT_NE(err("[1, 2]").find("algorithm: expected a map"), std::string::npos);
   // A training config without an algorithm block (a yaml-cpp zombie node from a const lookup).

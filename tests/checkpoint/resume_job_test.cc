@@ -35,6 +35,22 @@ using RunResult = lightrl::testing::CommandResult;
 std::string SourceDir() { return lightrl::testing::SourceDir(LIGHTRL_SOURCE_DIR_DEFAULT); }
 std::string FreshDir(const std::string& name) { return lightrl::testing::FreshDir("lightrl_resume", name); }
 
+// Mean wall-clock time of steps 2.. of a run (time/step_s in its metrics.jsonl).
+double MeanStepSeconds(const std::string& run_dir) {
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  double sum = 0;
+  int n = 0;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line);
+    if (j["step"].get<int64_t>() < 2) continue;
+    sum += j["time/step_s"].get<double>();
+    ++n;
+  }
+  return n > 0 ? sum / n : 0.0;
+}
+
 // A small, fast version of the tiny recipe (resume_tiny.yaml: a task source of 6 problems; at 2
 // prompts per step an epoch ends every 3 steps).
 std::string Overrides(int steps) {
@@ -118,13 +134,16 @@ std::string* ResumeJobTest::reference_dir_ = nullptr;
 std::map<int64_t, nlohmann::json>* ResumeJobTest::reference_ = nullptr;
 
 TEST_F(ResumeJobTest, KilledAtSeveralPointsThenResumedReplaysTheSameMetrics) {
-  // After step 4 is logged (checkpoint at 3): immediately (next step's rollout), 0.6 s and 1.2 s
-  // later (reward / update phases of step 5, depending on the machine's speed).
-  for (int delay_ms : {0, 600, 1200}) {
-    SCOPED_TRACE("kill delay " + std::to_string(delay_ms) + " ms");
+  // After step 4 is logged (checkpoint at 3), at 0, 1/3 and 2/3 of a step's duration (measured in
+  // the reference run): the rollout, reward/old-log-prob and update phases of step 5.
+  const double step_s = MeanStepSeconds(*reference_dir_);
+  for (double fraction : {0.0, 1.0 / 3.0, 2.0 / 3.0}) {
+    const int delay_ms = static_cast<int>(fraction * step_s * 1000.0);
+    SCOPED_TRACE("kill " + std::to_string(delay_ms) + " ms after step 4 (step time " + std::to_string(step_s) + " s)");
     const std::string dir = FreshDir("kill" + std::to_string(delay_ms));
     RunResult killed = RunAndSignal(TrainCommand(3, dir, 7), dir, 4, delay_ms, SIGKILL);
     EXPECT_NE(killed.exit_code, 0) << "a job whose trainer was killed must fail";
+    EXPECT_LT(CountLines(dir + "/metrics.jsonl"), 7u) << "the kill came after the run had finished";
     RunResult resumed = RunCommand(TrainCommand(3, dir, 7));
     ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
     EXPECT_NE(resumed.output.find("resumed from step"), std::string::npos) << resumed.output;

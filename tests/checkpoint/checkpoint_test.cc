@@ -26,29 +26,22 @@
 #include "trainer/checkpoint.h"
 #include "trainer/policy_trainer.h"
 #include "trainer/trainer.h"
+#include "tests/checkpoint/h5_offsets.h"
+#include "tests/util/files.h"
 
 namespace lightrl::trainer {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using lightrl::testing::DatasetOffset;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "lightrl_ckpt_test_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+struct TempDir : lightrl::testing::TempDir {
+  TempDir() : lightrl::testing::TempDir("lightrl_ckpt_test") {}
 };
+
+void FlipByte(const std::string& file, int64_t offset) { lightrl::testing::XorByte(file, offset, 0x10); }
+
 
 std::string SourceDir() {
   const char* dir = std::getenv("LIGHTRL_SOURCE_DIR");
@@ -100,24 +93,7 @@ void ExpectSameTensors(const model::NamedTensors& a, const model::NamedTensors& 
   }
 }
 
-int64_t DatasetOffset(const std::string& file, const std::string& name) {
-  hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  hid_t d = H5Dopen2(f, name.c_str(), H5P_DEFAULT);
-  haddr_t off = H5Dget_offset(d);
-  H5Dclose(d);
-  H5Fclose(f);
-  return off == HADDR_UNDEF ? -1 : static_cast<int64_t>(off);
-}
 
-void FlipByte(const std::string& file, int64_t offset) {
-  std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
-  io.seekg(offset);
-  char c = 0;
-  io.read(&c, 1);
-  c = static_cast<char>(c ^ 0x10);
-  io.seekp(offset);
-  io.write(&c, 1);
-}
 
 CheckpointConfig Keep(int64_t keep_last, int64_t save_every = 0) {
   CheckpointConfig c;

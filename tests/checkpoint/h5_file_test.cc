@@ -19,57 +19,27 @@
 
 #include "core/checkpoint/h5_file.h"
 #include "core/checkpoint/step_dir.h"
+#include "tests/checkpoint/h5_offsets.h"
+#include "tests/util/files.h"
+#include "tests/util/job_util.h"
 
 namespace lightrl::checkpoint {
 namespace {
 
 namespace fs = std::filesystem;
+using lightrl::testing::DatasetOffset;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "lightrl_h5_test_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+struct TempDir : lightrl::testing::TempDir {
+  TempDir() : lightrl::testing::TempDir("lightrl_h5_test") {}
 };
 
-// File offset of a contiguous dataset's data, from HDF5 itself (so corruption hits the data).
-int64_t DatasetOffset(const std::string& file, const std::string& name) {
-  hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  hid_t d = H5Dopen2(f, name.c_str(), H5P_DEFAULT);
-  haddr_t off = H5Dget_offset(d);
-  H5Dclose(d);
-  H5Fclose(f);
-  return off == HADDR_UNDEF ? -1 : static_cast<int64_t>(off);
-}
-
 void FlipBit(const std::string& file, int64_t offset, int bit) {
-  std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
-  io.seekg(offset);
-  char c = 0;
-  io.read(&c, 1);
-  c = static_cast<char>(c ^ (1 << bit));
-  io.seekp(offset);
-  io.write(&c, 1);
+  lightrl::testing::XorByte(file, offset, static_cast<unsigned char>(1u << bit));
 }
 
-std::string RunCommand(const std::string& cmd) {
-  std::array<char, 4096> buf{};
-  std::string out;
-  std::unique_ptr<FILE, decltype(&pclose)> pipe(popen(cmd.c_str(), "r"), pclose);
-  if (!pipe) return "";
-  while (fgets(buf.data(), static_cast<int>(buf.size()), pipe.get())) out += buf.data();
-  return out;
-}
+
+
+
 
 TEST(Crc32Test, MatchesTheStandardCheckValue) {
   // The CRC-32 (ISO-HDLC, zlib) check value of "123456789" is 0xCBF43926.
@@ -189,7 +159,7 @@ TEST(H5FileTest, StandardToolsReadTheFile) {
     ASSERT_TRUE((*w)->SetAttribute("format_version", int64_t{1}).ok());
     ASSERT_TRUE((*w)->Close().ok());
   }
-  const std::string out = RunCommand("h5dump " + path + " 2>&1");
+  const std::string out = lightrl::testing::RunCommand("h5dump " + path).output;
   EXPECT_NE(out.find("DATASET \"lm_head.weight\""), std::string::npos) << out;
   EXPECT_NE(out.find("H5T_IEEE_F32LE"), std::string::npos) << out;
   EXPECT_NE(out.find("0.5, 2"), std::string::npos) << out;

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/util/files.h"
 #include "tests/util/job_util.h"
 
 namespace {
@@ -172,16 +173,7 @@ TEST_F(ResumeJobTest, CorruptNewestCheckpointFallsBackToThePreviousOne) {
   ASSERT_EQ(first.exit_code, 0) << first.output;
   const std::string file = dir + "/checkpoints/step_6/state.h5";
   ASSERT_TRUE(fs::exists(file));
-  {
-    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
-    const auto size = static_cast<std::streamoff>(fs::file_size(file));
-    f.seekg(size / 2);
-    char c = 0;
-    f.read(&c, 1);
-    c = static_cast<char>(c ^ 0x5a);
-    f.seekp(size / 2);
-    f.write(&c, 1);
-  }
+  lightrl::testing::XorByte(file, static_cast<int64_t>(fs::file_size(file)) / 2, 0x5a);
   RunResult resumed = RunCommand(TrainCommand(3, dir, 7));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("step_6"), std::string::npos) << "the corrupt checkpoint is named\n" << resumed.output;

@@ -15,26 +15,12 @@
 #include "trainer/critic.h"
 #include "trainer/trainer.h"
 
+#include "tests/trainer/small_model.h"
+
 namespace lightrl::trainer {
 namespace {
 
-model::ModelConfig SmallConfig() {
-  model::ModelConfig c;
-  c.hidden_size = 32;
-  c.num_hidden_layers = 4;
-  c.num_attention_heads = 4;
-  c.head_dim = 8;
-  c.num_key_value_heads = 2;
-  c.vocab_size = 40;
-  c.intermediate_size = 16;
-  c.num_local_experts = 4;
-  c.num_experts_per_tok = 2;
-  c.rotary_dim = 4;
-  c.attn_type_list = {0, 0, 0, 1};
-  c.lightning_block_size = 8;
-  c.initializer_range = 0.1;
-  return c;
-}
+model::ModelConfig SmallConfig() { return SmallModelConfig(4); }
 
 model::HybridModel MakePolicy() {
   model::HybridModel m(SmallConfig());

@@ -379,6 +379,7 @@ int RunTrainJob(const TrainArgs& args) {
 
     // Workers bind first; then every rank learns every endpoint.
     std::unique_ptr<comm::RpcServer> server;
+    std::unique_ptr<model::Tokenizer> rollout_tokenizer;  // declared first: outlives the service
     std::unique_ptr<rollout::RolloutService> rollout_service;
     std::unique_ptr<reward::RewardWorker> reward_worker;
     Status setup = Status::Ok();
@@ -387,9 +388,9 @@ int RunTrainJob(const TrainArgs& args) {
       StatusOr<std::unique_ptr<model::Tokenizer>> tokenizer = model::BuildTokenizer(config->tokenizer, "tokenizer");
       setup = !model.ok() ? model.status() : tokenizer.status();
       if (setup.ok()) {
-        static std::unique_ptr<model::Tokenizer> kept;  // lives as long as the service
-        kept = std::move(*tokenizer);
-        rollout_service = std::make_unique<rollout::RolloutService>(*model, EngineOptionsFor(*config), kept.get());
+        rollout_tokenizer = std::move(*tokenizer);
+        rollout_service =
+            std::make_unique<rollout::RolloutService>(*model, EngineOptionsFor(*config), rollout_tokenizer.get());
       }
     } else if (roles->role == comm::Role::kReward) {
       StatusOr<std::unique_ptr<reward::RewardWorker>> worker =

@@ -32,7 +32,9 @@
 //     first allocations, first weight sync) is excluded when there are at least 2 steps.
 //     `lightrl` must be built next to this binary (build/app/lightrl for build/bench/lightrl-bench).
 //     Run twice: as shipped (trainer.threads: 0 = every core per rank) and with trainer.threads=1
-//     (3 ranks on 2 cores oversubscribe otherwise); both tables side by side.
+//     (3 ranks on 2 cores oversubscribe otherwise); both tables side by side. Then once more with
+//     rollout.max_staleness=1 (the async pipeline) next to the threads=1 run: step time and the
+//     time a step still waited for its batch (no target; the overlap is the figure).
 //
 // --quick: tokens=2048 (one micro-batch per rank), 3 repeats, steps=2 (about 2 minutes on 2 cores).
 // Threads per DP rank: rank_threads=N, else --threads N, else 1 (one core per rank on a 2-core
@@ -524,6 +526,28 @@ void PhaseSection(const TrainerBenchConfig& c, const std::string& dir) {
     std::printf(" s\n");
   }
   std::printf("step-time ratio shipped / threads=1: %.2fx\n", base.step_total / runs.back().step_total);
+
+  // The async pipeline (rollout.max_staleness=1) against the synchronous threads=1 run: the
+  // generation of step t+1 overlaps the update of step t (its phases run in the background, so
+  // they are not step-time shares; time/generation_wait_s is what a step still waited).
+  const PhaseRun async = RunTinyTraining(c, lightrl, dir + "/run_async", " trainer.threads=1 rollout.max_staleness=1",
+                                         "async, trainer.threads=1");
+  const PhaseRun& sync = runs.back();
+  auto mean_of = [&](const PhaseRun& r, const std::string& k) {
+    auto it = r.sums.find(k);
+    return it == r.sums.end() ? 0.0 : it->second / n;
+  };
+  Table at("async pipeline (rollout.max_staleness=1) vs synchronous, trainer.threads=1 (s/step, steps " +
+               std::to_string(base.first + 1) + ".." + std::to_string(base.walls.size()) + ")",
+           {"run", "step", "rollout+reward", "waited for batch", "update", "speed-up"});
+  const double sync_gen = mean_of(sync, "time/rollout_s") + mean_of(sync, "time/reward_s");
+  at.AddRow({"synchronous", Fmt(sync.step_total / n, 4), Fmt(sync_gen, 4), Fmt(sync_gen, 4),
+             Fmt(mean_of(sync, "time/update_s"), 4), "1.00x"});
+  at.AddRow({"async", Fmt(async.step_total / n, 4),
+             Fmt(mean_of(async, "time/rollout_s") + mean_of(async, "time/reward_s"), 4) + " (background)",
+             Fmt(mean_of(async, "time/generation_wait_s") + mean_of(async, "time/prefetch_join_s"), 4),
+             Fmt(mean_of(async, "time/update_s"), 4), Fmt(sync.step_total / async.step_total, 2) + "x"});
+  at.Print();
 }
 
 }  // namespace

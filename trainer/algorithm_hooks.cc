@@ -34,6 +34,8 @@ struct LossState {
   alg::AggregationConfig aggregation;
   std::optional<alg::IsCorrectionConfig> is_correction;
   double entropy_coef = 0;
+  double kl_coef = 0;   // > 0: kl_coef * KL(logp || ref) added per token (loss-term KL)
+  alg::KlEstimator kl_estimator = alg::KlEstimator::kK3;
   std::vector<std::string> sum_names;  // from the policy loss, then ours
 };
 
@@ -92,6 +94,17 @@ torch::Tensor ComputeLoss(const LossState& st, const LossInputs& in, std::map<st
       total += alg::TokenEntropy(in.logits.detach().narrow(0, begin, std::min(kChunk, N - begin)).to(dtype)).sum();
     }
     sums.emplace_back("actor/entropy", total);
+  }
+
+  if (st.kl_coef > 0) {
+    LR_CHECK(in.ref_logp.defined(), "algorithm loss: LossInputs.ref_logp is required by algorithm.kl.coef = ",
+             st.kl_coef, " (the reference policy's log-probs)");
+    CheckTokenTensor(in.ref_logp, N, "ref_logp");
+    const torch::Tensor kl =
+        alg::KlPenalty(pin.logp, ToPadded(in.ref_logp.detach().to(dtype), layout), st.kl_estimator);  // [n, L]
+    const torch::Tensor kl_masked = torch::where(layout.mask, kl, torch::zeros({}, kl.options()));
+    per_token = per_token + st.kl_coef * kl_masked;
+    sums.emplace_back("actor/kl", kl_masked.detach().sum());
   }
 
   const torch::Tensor loss =
@@ -170,10 +183,6 @@ StatusOr<AlgorithmHooks> BuildAlgorithmHooksFromRecipe(const algorithms::Recipe&
   if (recipe.advantage->needs_values() && !recipe.critic) {
     return InvalidArgument(StrCat(path, ".critic: required by advantage estimator '", recipe.advantage_name, "'"));
   }
-  if (recipe.kl.coef > 0) {
-    return Unimplemented(StrCat(path, ".kl.coef > 0 needs a reference policy, not wired in the trainer yet (",
-                                recipe.kl.in_reward ? "as a reward penalty" : "as a loss term", "); set kl.coef: 0"));
-  }
   AlgorithmHooks h;
   h.name = recipe.name;
   h.updates_per_rollout = recipe.updates_per_rollout;
@@ -181,6 +190,9 @@ StatusOr<AlgorithmHooks> BuildAlgorithmHooksFromRecipe(const algorithms::Recipe&
   h.dynamic_sampling = recipe.dynamic_sampling.enabled;
   h.max_gen_batches = recipe.dynamic_sampling.max_gen_batches;
   h.description = recipe.Describe();
+  h.kl_coef = recipe.kl.coef;
+  h.kl_in_reward = recipe.kl.in_reward;
+  h.kl_estimator = recipe.kl.estimator;
 
   std::shared_ptr<const algorithms::AdvantageEstimator> estimator = recipe.advantage;
   if (estimator->needs_values()) {
@@ -188,9 +200,12 @@ StatusOr<AlgorithmHooks> BuildAlgorithmHooksFromRecipe(const algorithms::Recipe&
     h.critic_value_clip = recipe.critic->value_clip;
     h.critic_lr = recipe.critic->lr;
     h.critic_init_from_policy = recipe.critic->init_from_policy;
-    h.token_advantages = [estimator](const std::vector<double>& rewards, const std::vector<std::vector<float>>& values) {
+    h.token_advantages = [estimator](const std::vector<double>& rewards, const std::vector<std::vector<float>>& values,
+                                     const std::vector<std::vector<float>>& token_penalties) {
       LR_CHECK(rewards.size() == values.size(), "token advantages: ", rewards.size(), " rewards but ", values.size(),
                " value rows");
+      LR_CHECK(token_penalties.empty() || token_penalties.size() == values.size(), "token advantages: ",
+               token_penalties.size(), " penalty rows for ", values.size(), " samples");
       const int64_t n = static_cast<int64_t>(rewards.size());
       int64_t T = 1;
       for (const auto& v : values) T = std::max<int64_t>(T, static_cast<int64_t>(v.size()));
@@ -210,7 +225,19 @@ StatusOr<AlgorithmHooks> BuildAlgorithmHooksFromRecipe(const algorithms::Recipe&
       in.scores = torch::tensor(rewards, torch::kDouble);
       in.group_index = torch::arange(n, torch::kLong);
       in.response_mask = mask;
-      in.values = v;  // token_rewards unset: the score on the last response token of each row
+      in.values = v;  // without penalties, token_rewards unset: the score on the last response token of each row
+      if (!token_penalties.empty()) {
+        // Token rewards: the penalties on every token, plus the outcome score on the last one.
+        torch::Tensor tr = torch::zeros({n, T}, torch::kDouble);  // [n, T] fp64
+        auto ta = tr.accessor<double, 2>();
+        for (int64_t i = 0; i < n; ++i) {
+          LR_CHECK(token_penalties[i].size() == values[i].size(), "token advantages: sample ", i, " has ",
+                   token_penalties[i].size(), " penalties for ", values[i].size(), " tokens");
+          for (size_t t = 0; t < values[i].size(); ++t) ta[i][t] = token_penalties[i][t];
+          ta[i][static_cast<int64_t>(values[i].size()) - 1] += rewards[i];
+        }
+        in.token_rewards = tr;
+      }
       algorithms::AdvantageOutput out = estimator->Compute(in);
       const torch::Tensor a = out.advantages.to(torch::kDouble).contiguous();
       const torch::Tensor r = out.returns.to(torch::kDouble).contiguous();
@@ -242,12 +269,17 @@ StatusOr<AlgorithmHooks> BuildAlgorithmHooksFromRecipe(const algorithms::Recipe&
   state->aggregation = recipe.aggregation;
   state->is_correction = recipe.is_correction;
   state->entropy_coef = recipe.entropy_coef;
+  if (!recipe.kl.in_reward) {
+    state->kl_coef = recipe.kl.coef;
+    state->kl_estimator = recipe.kl.estimator;
+  }
   h.metric_names = recipe.policy_loss->SumNames();
   if (recipe.is_correction) {
     h.metric_names.push_back("actor/is_weight_mean");
     h.metric_names.push_back("actor/is_zeroed_frac");
   }
   h.metric_names.push_back("actor/entropy");
+  if (state->kl_coef > 0) h.metric_names.push_back("actor/kl");
   state->sum_names = h.metric_names;
   h.loss = [state](const LossInputs& in, std::map<std::string, double>* metric_sums) {
     return ComputeLoss(*state, in, metric_sums);

@@ -15,6 +15,7 @@ struct Sample {
   uint64_t sample_id = 0;         // unique in the run (step * 2^32 + index)
   int64_t group = 0;              // index of the prompt group within the step
   int64_t task_index = 0;         // index into the step's task list
+  std::string source;             // task source name (PromptTask::source), for per-task metrics
   std::vector<int64_t> prompt_ids;
   std::vector<int64_t> response_ids;
   std::vector<float> rollout_logprobs;  // [R] fp32, from the rollout engine
@@ -27,10 +28,12 @@ struct Sample {
   bool masked = false;
   std::string mask_reason;        // "timeout", "sandbox_error", "worker_lost", ...
   double reward = 0.0;
+  double reward_penalty = 0.0;    // subtracted from reward for the advantages (KL reward penalty)
   bool correct = false;
 
   // Filled by the step loop.
   std::vector<float> old_logprobs;  // [R] fp32 (recomputed or = rollout_logprobs)
+  std::vector<float> ref_logprobs;  // [R] fp32 under the frozen reference policy (algorithm.kl.coef > 0)
   std::vector<float> advantages;    // [R] fp32 (constant per sample for GRPO)
   // PPO with a critic only (empty otherwise): old values V(prefix before token t) and GAE
   // returns (advantages before whitening + values).

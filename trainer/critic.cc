@@ -131,7 +131,8 @@ StepMetrics Critic::Update(std::vector<Sample>& samples, const std::vector<int64
   return out;
 }
 
-void WriteTokenAdvantages(const AlgorithmHooks& hooks, std::vector<Sample>* samples, const std::vector<int64_t>& order) {
+void WriteTokenAdvantages(const AlgorithmHooks& hooks, std::vector<Sample>* samples, const std::vector<int64_t>& order,
+                          const std::vector<std::vector<float>>& token_penalties) {
   LR_CHECK(hooks.needs_critic && hooks.token_advantages, "WriteTokenAdvantages: the hooks have no critic estimator");
   if (order.empty()) return;
   std::vector<double> rewards;
@@ -143,7 +144,7 @@ void WriteTokenAdvantages(const AlgorithmHooks& hooks, std::vector<Sample>* samp
     rewards.push_back(s.reward);
     values.push_back(s.values);
   }
-  AlgorithmHooks::TokenAdvantages adv = hooks.token_advantages(rewards, values);
+  AlgorithmHooks::TokenAdvantages adv = hooks.token_advantages(rewards, values, token_penalties);
   LR_CHECK(adv.advantages.size() == order.size() && adv.returns.size() == order.size(),
            "token advantage estimator returned ", adv.advantages.size(), " rows for ", order.size(), " samples");
   for (size_t k = 0; k < order.size(); ++k) {

@@ -73,7 +73,9 @@ class Critic {
 // Runs hooks.token_advantages on samples[order] (their scalar `reward` and `values`) and writes
 // each sample's per-token `advantages` and `returns` ([R] fp32). REQUIRES: hooks.needs_critic,
 // every sample of order has R >= 1 response tokens and values of that length (LR_CHECK).
-void WriteTokenAdvantages(const AlgorithmHooks& hooks, std::vector<Sample>* samples, const std::vector<int64_t>& order);
+// token_penalties: empty, or [order.size()][R] per-token reward terms (the KL reward penalty).
+void WriteTokenAdvantages(const AlgorithmHooks& hooks, std::vector<Sample>* samples, const std::vector<int64_t>& order,
+                          const std::vector<std::vector<float>>& token_penalties = {});
 
 // 1 - Var(returns - values) / Var(returns) over the response tokens of samples[indices]
 // (population variances; 0 when Var(returns) is 0). The fraction of the returns' variance the

@@ -269,7 +269,7 @@ int RunTrainerRole(const TrainArgs& args, const TrainConfig& config, const comm:
   setup = comm::AgreeOnStatus(roles.role_comm, setup, "trainer set-up");
   if (!setup.ok()) comm::AbortJob(setup.ToString(), setup.code() == StatusCode::kInvalidArgument ? kExitBadConfig : kExitFailure);
 
-  MpiCollective collective(&roles.role_comm);
+  MpiCollective collective(&roles.role_comm, config.trainer.collective_timeout_s);
   TrainerPorts tp;
   tp.collective = &collective;
   tp.batch_channel = roles.role_size > 1 ? &collective : nullptr;
@@ -304,6 +304,8 @@ int RunTrainerRole(const TrainArgs& args, const TrainConfig& config, const comm:
         if (resumed.ok()) trainer.SetNextRewardBatch((*state)->next_reward_batch);
         if (resumed.ok() && driver && !(*state)->task_cursor.is_null())
           resumed = ports.tasks->Restore((*state)->task_cursor).WithContext("checkpoint task_cursor");
+        if (resumed.ok() && driver && (*state)->extra.is_object() && (*state)->extra.contains("pending_batch"))
+          resumed = trainer.RestorePendingBatch((*state)->extra["pending_batch"]);
         if (resumed.ok() && driver) log->info("resumed from step {} ({})", (*state)->step, args.resume);
       }
     }
@@ -320,6 +322,11 @@ int RunTrainerRole(const TrainArgs& args, const TrainConfig& config, const comm:
       if (trainer.critic()) CaptureCriticState(*trainer.critic(), &s);
       s.next_reward_batch = trainer.next_reward_batch();
       s.task_cursor = ports.tasks->State();
+      // Async pipeline: the batch of step+1, already generated (its prompts are past the cursor).
+      if (nlohmann::json pending = trainer.PendingBatchState(); !pending.is_null()) {
+        if (!s.extra.is_object()) s.extra = nlohmann::json::object();
+        s.extra["pending_batch"] = std::move(pending);
+      }
       // Every other generator is derived from trainer.seed and the step (trainer.cc DeriveSeed,
       // rollout/sampling.h SampleRng), so the seed and the step restore all of them.
       s.rng = {{"trainer.seed", config.trainer.seed}, {"derivation", "splitmix64(seed, step, index)"}};

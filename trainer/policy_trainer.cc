@@ -13,38 +13,46 @@ PolicyTrainer::PolicyTrainer(model::HybridModel model, const OptimConfig& optim,
   for (auto& p : model_->parameters()) params_.push_back(p);
 }
 
-torch::Tensor PolicyTrainer::TargetLogits(const MicroBatch& mb, torch::Tensor* aux_loss) {
+torch::Tensor TargetLogits(model::HybridModel& model, const MicroBatch& mb, torch::Tensor* aux_loss) {
   model::ForwardContext ctx;
   ctx.cu_seqlens = mb.cu_seqlens;
   model::ForwardOptions opts;
   opts.skip_head = true;
   opts.compute_aux_loss = aux_loss != nullptr;
-  model::ModelOutput out = model_->forward(mb.input_ids, ctx, nullptr, opts);
+  model::ModelOutput out = model->forward(mb.input_ids, ctx, nullptr, opts);
   if (aux_loss) *aux_loss = out.aux_loss;
   torch::Tensor h = out.hidden[0].index_select(0, mb.target_positions);  // [N, C]
-  return model_->Head(h);                                                // [N, V] fp32
+  return model->Head(h);                                                 // [N, V] fp32
 }
 
-int64_t PolicyTrainer::ComputeLogProbs(std::vector<Sample>& samples, const std::vector<int64_t>& indices,
-                                       const UpdateOptions& options, bool write_old) {
+int64_t ResponseLogProbs(model::HybridModel& model, std::vector<Sample>& samples, const std::vector<int64_t>& indices,
+                         int64_t micro_batch_tokens, double temperature,
+                         const std::function<void(Sample&, std::vector<float>)>& write) {
   torch::NoGradGuard no_grad;
   int64_t tokens = 0;
-  for (const MicroBatch& mb : PackMicroBatches(samples, indices, options.micro_batch_tokens)) {
-    torch::Tensor logits = TargetLogits(mb);  // [N, V]
+  for (const MicroBatch& mb : PackMicroBatches(samples, indices, micro_batch_tokens)) {
+    torch::Tensor logits = TargetLogits(model, mb);  // [N, V] fp32
     torch::Tensor logp =
-        model::TokenLogProbs(logits.unsqueeze(0), mb.targets.unsqueeze(0), options.temperature)[0].contiguous();
+        model::TokenLogProbs(logits.unsqueeze(0), mb.targets.unsqueeze(0), temperature)[0].contiguous();  // [N]
     const float* lp = logp.data_ptr<float>();
     int64_t offset = 0;
     for (int64_t idx : mb.sample_indices) {
       Sample& s = samples[idx];
       const int64_t R = static_cast<int64_t>(s.response_ids.size());
-      std::vector<float> values(lp + offset, lp + offset + R);
-      if (write_old) s.old_logprobs = std::move(values);
+      write(s, std::vector<float>(lp + offset, lp + offset + R));
       offset += R;
     }
     tokens += mb.response_tokens;
   }
   return tokens;
+}
+
+int64_t PolicyTrainer::ComputeLogProbs(std::vector<Sample>& samples, const std::vector<int64_t>& indices,
+                                       const UpdateOptions& options, bool write_old) {
+  return ResponseLogProbs(model_, samples, indices, options.micro_batch_tokens, options.temperature,
+                          [write_old](Sample& s, std::vector<float> values) {
+                            if (write_old) s.old_logprobs = std::move(values);
+                          });
 }
 
 StepMetrics PolicyTrainer::Update(std::vector<Sample>& samples, const std::vector<int64_t>& global_order,
@@ -73,10 +81,16 @@ StepMetrics PolicyTrainer::Update(std::vector<Sample>& samples, const std::vecto
     optimizer_.ZeroGrad();
     double local_loss = 0;
     for (const MicroBatch& mb : PackMicroBatches(samples, mine, options.micro_batch_tokens)) {
-      std::vector<float> old_lp, roll_lp, adv;
+      std::vector<float> old_lp, roll_lp, adv, ref_lp;
       std::vector<int64_t> lengths;
+      const bool with_ref = !samples[mb.sample_indices.front()].ref_logprobs.empty();
       for (int64_t idx : mb.sample_indices) {
         const Sample& s = samples[idx];
+        if (with_ref) {
+          LR_CHECK(s.ref_logprobs.size() == s.response_ids.size(), "sample ", s.sample_id, ": ref_logprobs has ",
+                   s.ref_logprobs.size(), " entries, response has ", s.response_ids.size());
+          ref_lp.insert(ref_lp.end(), s.ref_logprobs.begin(), s.ref_logprobs.end());
+        }
         LR_CHECK(s.old_logprobs.size() == s.response_ids.size(), "sample ", s.sample_id,
                  ": old_logprobs has ", s.old_logprobs.size(), " entries, response has ", s.response_ids.size());
         LR_CHECK(s.advantages.size() == s.response_ids.size(), "sample ", s.sample_id, ": advantages has ",
@@ -91,10 +105,11 @@ StepMetrics PolicyTrainer::Update(std::vector<Sample>& samples, const std::vecto
       }
       LossInputs in;
       torch::Tensor aux;  // 0-d fp32: router_aux_loss_coef * load-balancing loss of this micro-batch
-      in.logits = TargetLogits(mb, options.moe_aux_loss ? &aux : nullptr);
+      in.logits = TargetLogits(model_, mb, options.moe_aux_loss ? &aux : nullptr);
       in.logp = model::TokenLogProbs(in.logits.unsqueeze(0), mb.targets.unsqueeze(0), options.temperature)[0];
       in.old_logp = torch::tensor(old_lp);
       in.rollout_logp = torch::tensor(roll_lp);
+      if (with_ref) in.ref_logp = torch::tensor(ref_lp);
       in.advantages = torch::tensor(adv);
       in.token_sample = mb.token_sample;
       in.sample_lengths = torch::tensor(lengths, torch::kLong);

@@ -54,6 +54,8 @@ struct LossInputs {
   torch::Tensor logp;          // [N] fp32, requires grad (current policy)
   torch::Tensor old_logp;      // [N] fp32 (the policy that generated, or recomputed)
   torch::Tensor rollout_logp;  // [N] fp32 (as reported by the rollout engine)
+  torch::Tensor ref_logp;      // [N] fp32 under the reference policy; defined iff the samples carry
+                               // ref_logprobs (algorithm.kl.coef > 0 as a loss term)
   torch::Tensor advantages;    // [N] fp32
   torch::Tensor token_sample;  // [N] int64 in [0, n): which sample of the micro-batch
   torch::Tensor sample_lengths;  // [n] int64: response tokens of each sample
@@ -81,6 +83,18 @@ struct UpdateOptions {
   bool moe_aux_loss = false;
 };
 
+// Logits [N, V] fp32 (FP32 head) of `model` at the micro-batch's target positions (training
+// forward over the packed row). aux_loss (if non-null) receives the MoE aux loss (0-d fp32).
+torch::Tensor TargetLogits(model::HybridModel& model, const MicroBatch& mb, torch::Tensor* aux_loss = nullptr);
+
+// Per-token log-probs [R] fp32 of the response tokens of samples[indices] under `model`, without
+// grad, in packed micro-batches of at most micro_batch_tokens (logits / temperature over the full
+// vocabulary, the rollout engine's quantity). Calls write(sample, log-probs) for each; returns the
+// number of tokens processed.
+int64_t ResponseLogProbs(model::HybridModel& model, std::vector<Sample>& samples, const std::vector<int64_t>& indices,
+                         int64_t micro_batch_tokens, double temperature,
+                         const std::function<void(Sample&, std::vector<float>)>& write);
+
 class PolicyTrainer {
  public:
   PolicyTrainer(model::HybridModel model, const OptimConfig& optim, int64_t total_optimizer_steps,
@@ -102,10 +116,6 @@ class PolicyTrainer {
   Optimizer& optimizer() { return optimizer_; }
 
  private:
-  // logits [N, V] fp32 at the micro-batch's target positions.
-  // aux_loss (if non-null) receives the micro-batch's MoE aux loss (0-d fp32).
-  torch::Tensor TargetLogits(const MicroBatch& mb, torch::Tensor* aux_loss = nullptr);
-
   model::HybridModel model_;
   Optimizer optimizer_;
   Collective* collective_;

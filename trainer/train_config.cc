@@ -35,6 +35,8 @@ TrainConfig Parse(const YAML::Node& root) {
     c.trainer.deterministic = t.Get<bool>("deterministic", c.trainer.deterministic);
     c.trainer.init_from = t.Get<std::string>("init_from", c.trainer.init_from);
     c.trainer.moe_aux_loss = t.Get<bool>("moe_aux_loss", c.trainer.moe_aux_loss);
+    c.trainer.collective_timeout_s = t.Get<double>("collective_timeout_s", c.trainer.collective_timeout_s);
+    if (!(c.trainer.collective_timeout_s >= 0)) t.Fail("collective_timeout_s", "expected >= 0 (0 = off)");
     if (c.trainer.total_steps < 1) t.Fail("total_steps", "expected >= 1");
     if (c.trainer.micro_batch_tokens < 1) t.Fail("micro_batch_tokens", "expected >= 1");
     t.Finish();
@@ -57,11 +59,18 @@ TrainConfig Parse(const YAML::Node& root) {
     o.timeout_s = ro.Get<double>("timeout_s", o.timeout_s);
     o.max_slots = ro.Get<int>("max_slots", o.max_slots);
     o.batch_invariant = ro.Get<bool>("batch_invariant", o.batch_invariant);
+    o.max_staleness = ro.Get<int>("max_staleness", o.max_staleness);
     if (o.prompts_per_step < 1) ro.Fail("prompts_per_step", "expected >= 1");
     if (o.samples_per_prompt < 1) ro.Fail("samples_per_prompt", "expected >= 1");
     if (!(o.temperature > 0)) ro.Fail("temperature", "expected > 0");
     if (!(o.top_p > 0 && o.top_p <= 1)) ro.Fail("top_p", "expected a value in (0, 1]");
     if (o.max_response_len < 1) ro.Fail("max_response_len", "expected >= 1");
+    if (o.max_staleness < 0 || o.max_staleness > 1) {
+      ro.Fail("max_staleness",
+              StrCat("expected 0 (synchronous: a step trains on samples of its own weights) or 1 (the rollouts of "
+                     "step t+1 are generated while step t trains, one weights version behind); got ",
+                     o.max_staleness, " (deeper pipelines are not implemented)"));
+    }
     ro.Finish();
   }
   {
@@ -118,6 +127,12 @@ TrainConfig Parse(const YAML::Node& root) {
   c.tokenizer = Block(root, "tokenizer");
   c.chat_template = Block(root, "chat_template");
   c.sft = Block(root, "sft");
+  if (c.trainer.collective_timeout_s > 0 &&
+      c.trainer.collective_timeout_s <= c.rollout.timeout_s + c.reward.timeout_s) {
+    throw Error(StrCat("trainer.collective_timeout_s = ", c.trainer.collective_timeout_s,
+                       ": must exceed rollout.timeout_s + reward.timeout_s = ", c.rollout.timeout_s + c.reward.timeout_s,
+                       " (the other trainer ranks wait through the driver's generation), or be 0 (off)"));
+  }
   r.Finish();
   return c;
 }

@@ -24,6 +24,11 @@ struct RunConfig {
   std::string log_level = "info";  // trainer.log_level
   bool deterministic = true;       // trainer.deterministic: synchronous, bit-reproducible on CPU
   bool moe_aux_loss = true;        // trainer.moe_aux_loss: add the router load-balancing loss
+  // trainer.collective_timeout_s: hang guard of the trainer ranks' collectives (0 = off). A
+  // trainer rank that waits longer than this in one collective ends the job naming it. It must
+  // exceed rollout.timeout_s + reward.timeout_s: the other trainer ranks wait through the
+  // driver's generation phases.
+  double collective_timeout_s = 1800;
   std::string init_from;           // trainer.init_from: model directory (safetensors + config.json,
                                    // e.g. from `lightrl sft` or `lightrl export`); empty = fresh init
 };
@@ -44,6 +49,12 @@ struct RolloutConfig {
   // reproducible without it (the same requests give the same batches); turn it on to make a
   // run's samples independent of the number of rollout workers.
   bool batch_invariant = false;
+  // rollout.max_staleness: how many weights versions a trained sample may lag behind the policy
+  // that trains on it. 0 = synchronous (generate, then train; deterministic). 1 = one-step
+  // off-policy pipeline: while step t updates the policy, the driver generates and scores the
+  // batch of step t+1 with the weights step t started from (trainer.h, "Async pipeline"). Each
+  // sample's version is checked against the bound when it is trained on.
+  int max_staleness = 0;
 };
 
 struct RewardConfig {

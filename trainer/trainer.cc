@@ -36,39 +36,59 @@ uint64_t DeriveSeed(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
 
 // ---- sample serialisation ----------------------------------------------------------------------
 
-std::string EncodeSamples(const std::vector<Sample>& samples) {
+nlohmann::json SamplesToJson(const std::vector<Sample>& samples) {
   nlohmann::json arr = nlohmann::json::array();
   for (const auto& s : samples) {
-    arr.push_back({{"id", s.sample_id}, {"g", s.group}, {"t", s.task_index}, {"p", s.prompt_ids},
+    arr.push_back({{"id", s.sample_id}, {"g", s.group}, {"t", s.task_index}, {"src", s.source}, {"p", s.prompt_ids},
                    {"r", s.response_ids}, {"lp", s.rollout_logprobs}, {"f", s.finish_reason},
                    {"v", s.weights_version}, {"m", s.masked}, {"mr", s.mask_reason}, {"rw", s.reward},
                    {"c", s.correct}});
   }
-  std::vector<uint8_t> bytes = nlohmann::json::to_msgpack(arr);
+  return arr;
+}
+
+StatusOr<std::vector<Sample>> SamplesFromJson(const nlohmann::json& arr, const std::string& what) {
+  if (!arr.is_array()) return DataLoss(StrCat(what, ": expected an array of samples, got ", arr.type_name()));
+  std::vector<Sample> out;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const nlohmann::json& j = arr[i];
+    try {
+      Sample s;
+      s.sample_id = j.at("id").get<uint64_t>();
+      s.group = j.at("g").get<int64_t>();
+      s.task_index = j.at("t").get<int64_t>();
+      s.source = j.at("src").get<std::string>();
+      s.prompt_ids = j.at("p").get<std::vector<int64_t>>();
+      s.response_ids = j.at("r").get<std::vector<int64_t>>();
+      s.rollout_logprobs = j.at("lp").get<std::vector<float>>();
+      s.finish_reason = j.at("f").get<std::string>();
+      s.weights_version = j.at("v").get<uint64_t>();
+      s.masked = j.at("m").get<bool>();
+      s.scored = true;
+      s.mask_reason = j.at("mr").get<std::string>();
+      s.reward = j.at("rw").get<double>();
+      s.correct = j.at("c").get<bool>();
+      if (s.rollout_logprobs.size() != s.response_ids.size()) {
+        return DataLoss(StrCat(what, "[", i, "]: ", s.rollout_logprobs.size(), " log-probs (lp) for ",
+                               s.response_ids.size(), " response tokens (r)"));
+      }
+      out.push_back(std::move(s));
+    } catch (const nlohmann::json::exception& e) {
+      return DataLoss(StrCat(what, "[", i, "]: ", e.what()));
+    }
+  }
+  return out;
+}
+
+std::string EncodeSamples(const std::vector<Sample>& samples) {
+  std::vector<uint8_t> bytes = nlohmann::json::to_msgpack(SamplesToJson(samples));
   return std::string(bytes.begin(), bytes.end());
 }
 
 std::vector<Sample> DecodeSamples(const std::string& bytes) {
-  nlohmann::json arr = nlohmann::json::from_msgpack(bytes);
-  std::vector<Sample> out;
-  for (const auto& j : arr) {
-    Sample s;
-    s.sample_id = j["id"];
-    s.group = j["g"];
-    s.task_index = j["t"];
-    s.prompt_ids = j["p"].get<std::vector<int64_t>>();
-    s.response_ids = j["r"].get<std::vector<int64_t>>();
-    s.rollout_logprobs = j["lp"].get<std::vector<float>>();
-    s.finish_reason = j["f"];
-    s.weights_version = j["v"];
-    s.masked = j["m"];
-    s.scored = true;
-    s.mask_reason = j["mr"];
-    s.reward = j["rw"];
-    s.correct = j["c"];
-    out.push_back(std::move(s));
-  }
-  return out;
+  StatusOr<std::vector<Sample>> out = SamplesFromJson(nlohmann::json::from_msgpack(bytes), "shared batch");
+  out.status().ThrowIfError();
+  return std::move(*out);
 }
 
 // ---- Trainer -----------------------------------------------------------------------------------
@@ -88,6 +108,22 @@ Trainer::Trainer(TrainConfig config, AlgorithmHooks hooks, model::HybridModel po
         MakeValueModel(policy, hooks_.critic_init_from_policy, DeriveSeed(config_.trainer.seed, 0xC41C, 0, 0));
     critic_ = std::make_unique<Critic>(std::move(value_model), critic_optim, optimizer_steps, hooks_.critic_value_clip,
                                        ports_.collective);
+  }
+  if (hooks_.kl_coef > 0) {
+    // The reference policy: a frozen copy of the policy the run starts from (a resumed run
+    // rebuilds it the same way, from trainer.init_from or the seeded initialisation, before the
+    // checkpoint's weights are loaded into the policy).
+    torch::NoGradGuard no_grad;
+    reference_ = model::HybridModel(policy->config());
+    const auto source = policy->named_parameters();
+    for (auto& item : reference_->named_parameters()) {
+      const torch::Tensor* p = source.find(item.key());
+      LR_CHECK(p != nullptr && p->sizes() == item.value().sizes(), "reference policy: parameter ", item.key(),
+               " does not match the policy");
+      item.value().copy_(*p);
+      item.value().set_requires_grad(false);
+    }
+    reference_->eval();
   }
   policy_ = std::make_unique<PolicyTrainer>(std::move(policy), config_.optim, optimizer_steps, ports_.collective);
   if (is_driver()) {
@@ -126,31 +162,131 @@ Status Trainer::Run() {
   return Status::Ok();
 }
 
+GeneratedBatch Trainer::GenerateBatch(int64_t step) {
+  GeneratedBatch batch;
+  batch.step = step;
+  std::vector<PromptTask> tasks;
+  Status& failure = batch.status;
+  auto t = Clock::now();
+  failure = SamplePrompts(step, config_.rollout.prompts_per_step, &tasks);
+  batch.metrics["time/sample_prompts_s"] = Seconds(t);
+  if (failure.ok()) {
+    t = Clock::now();
+    failure = Rollouts(step, tasks, 0, &batch.samples);
+    batch.metrics["time/rollout_s"] = Seconds(t);
+  }
+  if (failure.ok()) {
+    t = Clock::now();
+    failure = Rewards(tasks, &batch.samples);
+    batch.metrics["time/reward_s"] = Seconds(t);
+  }
+  if (failure.ok() && hooks_.dynamic_sampling) {
+    t = Clock::now();
+    failure = DynamicSampling(step, &tasks, &batch.samples, &batch.metrics);
+    batch.metrics["time/dynamic_sampling_s"] = Seconds(t);
+  }
+  if (!failure.ok()) batch.samples.clear();
+  return batch;
+}
+
+GeneratedBatch Trainer::TakeBatch(int64_t step, StepMetrics* metrics) {
+  const auto t = Clock::now();
+  GeneratedBatch batch;
+  if (pending_ && pending_->step == step) {
+    batch = std::move(*pending_);
+    (*metrics)["async/prefetched"] = 1.0;
+  } else {
+    batch = GenerateBatch(step);
+    if (config_.rollout.max_staleness > 0) (*metrics)["async/prefetched"] = 0.0;
+  }
+  pending_.reset();
+  // Time the step waited for its batch (the whole generation when it was not prefetched).
+  (*metrics)["time/generation_wait_s"] = Seconds(t);
+  return batch;
+}
+
+Status Trainer::CheckStaleness(const std::vector<Sample>& samples, StepMetrics* metrics) const {
+  double sum = 0, mx = 0, n = 0;
+  for (const Sample& s : samples) {
+    if (s.weights_version > weights_version_) {
+      return DataLoss(StrCat("sample ", s.sample_id, " reports weights version ", s.weights_version,
+                             ", newer than the trainer's ", weights_version_));
+    }
+    const uint64_t lag = weights_version_ - s.weights_version;
+    if (lag > static_cast<uint64_t>(config_.rollout.max_staleness)) {
+      return FailedPrecondition(StrCat("sample ", s.sample_id, " was generated with weights v", s.weights_version,
+                                       " but the policy is at v", weights_version_, ": staleness ", lag,
+                                       " exceeds rollout.max_staleness = ", config_.rollout.max_staleness));
+    }
+    sum += static_cast<double>(lag);
+    mx = std::max(mx, static_cast<double>(lag));
+    n += 1;
+  }
+  (*metrics)["rollout/staleness_mean"] = n > 0 ? sum / n : 0.0;
+  (*metrics)["rollout/staleness_max"] = mx;
+  return Status::Ok();
+}
+
+nlohmann::json Trainer::PendingBatchState() const {
+  if (!pending_) return nullptr;
+  nlohmann::json metrics = nlohmann::json::object();
+  for (const auto& [k, v] : pending_->metrics) metrics[k] = v;
+  return {{"step", pending_->step},
+          {"status", pending_->status.ToString()},
+          {"ok", pending_->status.ok()},
+          {"metrics", metrics},
+          {"samples", SamplesToJson(pending_->samples)}};
+}
+
+Status Trainer::RestorePendingBatch(const nlohmann::json& state) {
+  pending_.reset();
+  if (state.is_null()) return Status::Ok();
+  const std::string what = "checkpoint extra.pending_batch";
+  if (!state.is_object() || !state.contains("step") || !state["step"].is_number_integer() ||
+      !state.contains("ok") || !state["ok"].is_boolean() || !state.contains("samples") ||
+      !state.contains("metrics") || !state["metrics"].is_object()) {
+    return DataLoss(StrCat(what, ": expected {step: int, ok: bool, status, metrics: {}, samples: []}"));
+  }
+  GeneratedBatch b;
+  b.step = state["step"].get<int64_t>();
+  if (b.step != step_ + 1) {
+    return DataLoss(StrCat(what, ".step = ", b.step, " but the checkpoint is of step ", step_, " (expected ", step_ + 1,
+                           ")"));
+  }
+  if (!state["ok"].get<bool>()) {
+    b.status = Internal(StrCat("prefetched generation of step ", b.step, " failed before the checkpoint: ",
+                               state.value("status", std::string("?"))));
+  }
+  for (const auto& [k, v] : state["metrics"].items()) {
+    if (!v.is_number()) return DataLoss(StrCat(what, ".metrics.", k, ": expected a number"));
+    b.metrics[k] = v.get<double>();
+  }
+  LR_ASSIGN_OR_RETURN(b.samples, SamplesFromJson(state["samples"], what + ".samples"));
+  // A batch older than the bound allows (max_staleness lowered since the checkpoint) is dropped:
+  // its prompts are skipped and the step regenerates.
+  for (const Sample& s : b.samples) {
+    if (weights_version_ >= s.weights_version &&
+        weights_version_ - s.weights_version > static_cast<uint64_t>(config_.rollout.max_staleness)) {
+      Logger("trainer")->warn("{}: generated with weights v{}, beyond rollout.max_staleness = {} at v{}; dropped",
+                              what, s.weights_version, config_.rollout.max_staleness, weights_version_);
+      return Status::Ok();
+    }
+  }
+  pending_ = std::move(b);
+  return Status::Ok();
+}
+
 StatusOr<StepMetrics> Trainer::Step(int64_t step) {
   const auto step_start = Clock::now();
   StepMetrics metrics;
   std::vector<Sample> samples;
-  std::vector<PromptTask> tasks;
   Status failure;
   if (is_driver()) {
-    auto t = Clock::now();
-    failure = SamplePrompts(step, config_.rollout.prompts_per_step, &tasks);
-    metrics["time/sample_prompts_s"] = Seconds(t);
-    if (failure.ok()) {
-      t = Clock::now();
-      failure = Rollouts(step, tasks, 0, &samples);
-      metrics["time/rollout_s"] = Seconds(t);
-    }
-    if (failure.ok()) {
-      t = Clock::now();
-      failure = Rewards(tasks, &samples);
-      metrics["time/reward_s"] = Seconds(t);
-    }
-    if (failure.ok() && hooks_.dynamic_sampling) {
-      t = Clock::now();
-      failure = DynamicSampling(step, &tasks, &samples, &metrics);
-      metrics["time/dynamic_sampling_s"] = Seconds(t);
-    }
+    GeneratedBatch batch = TakeBatch(step, &metrics);
+    failure = batch.status;
+    if (failure.ok()) failure = CheckStaleness(batch.samples, &metrics);
+    samples = std::move(batch.samples);
+    metrics.insert(batch.metrics.begin(), batch.metrics.end());
     if (!failure.ok()) samples.clear();
   }
   // Every trainer rank learns whether the driver failed (an empty batch with a failure flag
@@ -164,11 +300,28 @@ StatusOr<StepMetrics> Trainer::Step(int64_t step) {
   ShareBatch(&samples);
   metrics["time/share_batch_s"] = Seconds(t);
 
+  // Async pipeline: generate the next step's batch while this one trains (joined before the
+  // publish below, whatever happens in between).
+  struct JoinGuard {
+    std::future<GeneratedBatch>* f;
+    ~JoinGuard() {
+      if (f->valid()) f->wait();
+    }
+  } join_guard{&inflight_};
+  if (is_driver() && config_.rollout.max_staleness > 0 && step < config_.trainer.total_steps) {
+    inflight_ = std::async(std::launch::async, [this, step] { return GenerateBatch(step + 1); });
+  }
+
   // The global order: every usable sample, in sample order (identical on every rank).
   std::vector<int64_t> order;
   for (size_t i = 0; i < samples.size(); ++i)
     if (!samples[i].masked && !samples[i].response_ids.empty()) order.push_back(static_cast<int64_t>(i));
 
+  if (reference_) {
+    t = Clock::now();
+    RefLogProbs(&samples, order, &metrics);
+    metrics["time/ref_logprobs_s"] = Seconds(t);
+  }
   t = Clock::now();
   if (critic_) {
     CriticAdvantages(&samples, order, &metrics);
@@ -188,6 +341,13 @@ StatusOr<StepMetrics> Trainer::Step(int64_t step) {
     StepMetrics critic = critic_->Update(samples, order, hooks_.updates_per_rollout, config_.trainer.micro_batch_tokens);
     metrics.insert(critic.begin(), critic.end());
     metrics["time/critic_update_s"] = Seconds(t);
+  }
+  if (inflight_.valid()) {
+    // The next batch must be complete before the weights move (the rollout side refuses a
+    // weights load during a generation, and the staleness bound counts on it).
+    t = Clock::now();
+    pending_ = inflight_.get();
+    metrics["time/prefetch_join_s"] = Seconds(t);
   }
   t = Clock::now();
   if (is_driver()) LR_RETURN_IF_ERROR(PublishWeights(/*new_version=*/true));
@@ -262,6 +422,7 @@ Status Trainer::Rollouts(int64_t step, const std::vector<PromptTask>& tasks, int
     s.sample_id = tr.sample_id;
     s.group = task;
     s.task_index = task;
+    s.source = tasks[task].source;
     s.prompt_ids = tasks[task].prompt_ids;
     s.response_ids.assign(tr.token_ids.begin(), tr.token_ids.end());
     s.rollout_logprobs = std::move(tr.logprobs);
@@ -391,7 +552,7 @@ void Trainer::Advantages(std::vector<Sample>* samples, StepMetrics* metrics) {
   for (size_t i = 0; i < samples->size(); ++i) {
     const Sample& s = (*samples)[i];
     if (s.masked) continue;
-    rewards.push_back(s.reward);
+    rewards.push_back(s.reward - s.reward_penalty);
     groups.push_back(s.group);
     which.push_back(i);
   }
@@ -437,7 +598,8 @@ void Trainer::CriticAdvantages(std::vector<Sample>* samples, const std::vector<i
       s.values.assign(p + offsets[i], p + offsets[i] + s.response_ids.size());
     }
   }
-  WriteTokenAdvantages(hooks_, samples, order);
+  WriteTokenAdvantages(hooks_, samples, order, kl_token_penalties_);
+  kl_token_penalties_.clear();
   double sum = 0, abs_sum = 0, tokens = 0, value_sum = 0, return_sum = 0;
   for (int64_t idx : order) {
     const Sample& s = (*samples)[idx];
@@ -457,17 +619,88 @@ void Trainer::CriticAdvantages(std::vector<Sample>* samples, const std::vector<i
   (*metrics)["critic/explained_var"] = ExplainedVariance(*samples, order);
 }
 
-void Trainer::OldLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics) {
+std::vector<int64_t> Trainer::UpdateShard(const std::vector<int64_t>& order) const {
   const int rank = ports_.collective->rank(), world = ports_.collective->size();
   const int64_t total = static_cast<int64_t>(order.size());
   const int64_t updates = std::min<int64_t>(std::max<int64_t>(1, hooks_.updates_per_rollout), std::max<int64_t>(1, total));
-  // The samples this rank trains (the same assignment as PolicyTrainer::Update).
   std::vector<int64_t> mine;
   for (int64_t m = 0; m < updates; ++m) {
     const int64_t begin = total * m / updates, end = total * (m + 1) / updates;
     for (int64_t i = begin; i < end; ++i)
       if ((i - begin) % world == rank) mine.push_back(order[i]);
   }
+  return mine;
+}
+
+void Trainer::RefLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics) {
+  const int rank = ports_.collective->rank(), world = ports_.collective->size();
+  const int64_t mbt = config_.trainer.micro_batch_tokens;
+  const double temperature = config_.rollout.temperature;
+  auto write_ref = [](Sample& s, std::vector<float> v) { s.ref_logprobs = std::move(v); };
+  // Per-token KL estimate of the behaviour policy (rollout log-probs) vs the reference.
+  auto kl_of = [&](const Sample& s) {
+    const torch::Tensor lp = torch::tensor(s.rollout_logprobs);  // [R] fp32
+    const torch::Tensor ref = torch::tensor(s.ref_logprobs);     // [R] fp32
+    return algorithms::KlPenalty(lp, ref, hooks_.kl_estimator).contiguous();  // [R] fp32
+  };
+  double kl_sum = 0, tokens = 0;
+  if (!hooks_.kl_in_reward) {
+    // Loss term: only this rank's update shard needs them.
+    const std::vector<int64_t> mine = UpdateShard(order);
+    ResponseLogProbs(reference_, *samples, mine, mbt, temperature, write_ref);
+    for (int64_t i : mine) {
+      kl_sum += kl_of((*samples)[i]).sum().item<double>();
+      tokens += static_cast<double>((*samples)[i].response_ids.size());
+    }
+    const std::vector<double> sums = ports_.collective->AllReduceSum({kl_sum, tokens});
+    (*metrics)["kl/behaviour_vs_ref"] = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+    return;
+  }
+  // Reward penalty: every rank needs every sample's penalty (advantages are batch statistics):
+  // a round-robin shard each, then the zero-padded [total tokens] buffer is summed over ranks.
+  std::vector<int64_t> shard, offsets;
+  int64_t total_tokens = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    offsets.push_back(total_tokens);
+    total_tokens += static_cast<int64_t>((*samples)[order[i]].response_ids.size());
+    if (static_cast<int>(i % world) == rank) shard.push_back(order[i]);
+  }
+  ResponseLogProbs(reference_, *samples, shard, mbt, temperature, write_ref);
+  std::vector<torch::Tensor> buffer{torch::zeros({total_tokens}, torch::kFloat32)};  // [total tokens] fp32
+  float* p = buffer[0].data_ptr<float>();
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (static_cast<int>(i % world) != rank) continue;
+    const torch::Tensor kl = kl_of((*samples)[order[i]]);
+    std::copy(kl.data_ptr<float>(), kl.data_ptr<float>() + kl.size(0), p + offsets[i]);
+  }
+  if (world > 1) ports_.collective->AllReduceSum(buffer);
+  p = buffer[0].data_ptr<float>();
+  kl_token_penalties_.clear();
+  for (size_t i = 0; i < order.size(); ++i) {
+    Sample& s = (*samples)[order[i]];
+    const size_t R = s.response_ids.size();
+    double seq = 0;
+    std::vector<float> penalty(R);
+    for (size_t t = 0; t < R; ++t) {
+      seq += p[offsets[i] + static_cast<int64_t>(t)];
+      penalty[t] = static_cast<float>(-hooks_.kl_coef * p[offsets[i] + static_cast<int64_t>(t)]);
+    }
+    kl_sum += seq;
+    tokens += static_cast<double>(R);
+    if (hooks_.needs_critic) {
+      kl_token_penalties_.push_back(std::move(penalty));  // per token, into GAE
+    } else {
+      s.reward_penalty = hooks_.kl_coef * seq;  // sequence-level, subtracted in Advantages
+    }
+    s.ref_logprobs.clear();  // not a loss input in this mode
+  }
+  (*metrics)["kl/behaviour_vs_ref"] = tokens > 0 ? kl_sum / tokens : 0.0;
+  (*metrics)["kl/reward_penalty_mean"] = order.empty() ? 0.0 : hooks_.kl_coef * kl_sum / static_cast<double>(order.size());
+}
+
+void Trainer::OldLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics) {
+  // The samples this rank trains (the same assignment as PolicyTrainer::Update).
+  const std::vector<int64_t> mine = UpdateShard(order);
   UpdateOptions opts;
   opts.micro_batch_tokens = config_.trainer.micro_batch_tokens;
   opts.temperature = config_.rollout.temperature;
@@ -513,6 +746,10 @@ Status Trainer::PublishWeights(bool new_version) {
 void Trainer::SampleMetrics(const std::vector<Sample>& samples, StepMetrics* metrics) {
   double n = 0, reward = 0, correct = 0, len = 0, len_max = 0, truncated = 0, repetition = 0;
   std::map<std::string, double> masked;
+  struct PerTask {
+    double n = 0, reward = 0, correct = 0;
+  };
+  std::map<std::string, PerTask> per_task;  // by task source
   for (const auto& s : samples) {
     const double L = static_cast<double>(s.response_ids.size());
     len += L;
@@ -526,11 +763,20 @@ void Trainer::SampleMetrics(const std::vector<Sample>& samples, StepMetrics* met
     n += 1;
     reward += s.reward;
     correct += s.correct;
+    PerTask& pt = per_task[s.source.empty() ? "unknown" : s.source];
+    pt.n += 1;
+    pt.reward += s.reward;
+    pt.correct += s.correct;
   }
   const double total = std::max<double>(1, static_cast<double>(samples.size()));
   (*metrics)["reward/mean"] = n > 0 ? reward / n : 0.0;
   (*metrics)["reward/accuracy"] = n > 0 ? correct / n : 0.0;
   (*metrics)["reward/all_zero"] = (n > 0 && reward == 0.0) ? 1.0 : 0.0;
+  for (const auto& [source, pt] : per_task) {
+    (*metrics)["reward/" + source + "/mean"] = pt.reward / pt.n;
+    (*metrics)["reward/" + source + "/accuracy"] = pt.correct / pt.n;
+    (*metrics)["samples/" + source + "/count"] = pt.n;
+  }
   (*metrics)["samples/total"] = static_cast<double>(samples.size());
   (*metrics)["samples/masked"] = static_cast<double>(samples.size()) - n;
   for (const auto& [reason, count] : masked) (*metrics)["samples/masked_" + reason] = count;

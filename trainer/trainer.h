@@ -6,15 +6,27 @@
 //   -> PublishWeights -> Metrics -> Checkpoint
 //
 // One private method per phase, each timed ("time/<phase>_s" in the metrics). Every source of
-// randomness is derived from trainer.seed and the step index, so a synchronous run is
-// deterministic on CPU and a resumed run replays exactly.
+// randomness is derived from trainer.seed and the step index, so a run is deterministic on CPU
+// and a resumed run replays exactly.
+//
+// Async pipeline (rollout.max_staleness = 1). The driver's generation phases (SamplePrompts ..
+// DynamicSampling, which only talk to the ports) of step t+1 run on a background thread while
+// step t computes advantages, old log-probs and the update; the thread is joined before the
+// weight publish, so the rollout side is idle whenever weights move, and the batch of step t+1
+// was generated with the weights step t started from (staleness 1, checked per sample when it
+// is trained on; the importance correction of the recipe sees rollout vs recomputed log-probs).
+// Only the main thread makes MPI calls. A checkpoint taken after step t holds the prefetched
+// batch of step t+1 (PendingBatchState), so a resumed async run replays exactly as well.
 #pragma once
 
 #include <functional>
+#include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "algorithms/losses.h"
 #include "trainer/interfaces.h"
 #include "trainer/metrics.h"
 #include "trainer/policy_trainer.h"
@@ -45,8 +57,19 @@ struct AlgorithmHooks {
   struct TokenAdvantages {
     std::vector<std::vector<float>> advantages, returns;
   };
-  std::function<TokenAdvantages(const std::vector<double>& rewards, const std::vector<std::vector<float>>& values)>
+  // token_penalties: empty, or [n][R_i] per-token reward terms added to the token rewards (the KL
+  // reward penalty, -kl.coef * KL_t).
+  std::function<TokenAdvantages(const std::vector<double>& rewards, const std::vector<std::vector<float>>& values,
+                                const std::vector<std::vector<float>>& token_penalties)>
       token_advantages;
+  // KL to a frozen reference policy (algorithm.kl; the reference is the policy the run starts
+  // from: trainer.init_from, else the seeded initialisation). kl_coef > 0 turns it on: as a loss
+  // term (the loss closure adds kl_coef * KL(logp, ref_logp) per token and reports "actor/kl"),
+  // or with kl_in_reward as a reward penalty computed from the rollout log-probs before the
+  // advantages (sequence sum subtracted from the reward; per token for GAE).
+  double kl_coef = 0;
+  bool kl_in_reward = false;
+  algorithms::KlEstimator kl_estimator = algorithms::KlEstimator::kK3;
   std::vector<std::string> metric_names;  // names the loss reports (same on every rank)
   std::string description;           // resolved knobs, logged once at start-up
 };
@@ -68,6 +91,14 @@ struct TrainerPorts {
 };
 
 class Critic;  // trainer/critic.h
+
+// The driver's generated and scored samples of one step (the output of its generation phases).
+struct GeneratedBatch {
+  int64_t step = 0;
+  std::vector<Sample> samples;
+  StepMetrics metrics;          // time/sample_prompts_s, time/rollout_s, time/reward_s, dynamic_sampling/*
+  Status status = Status::Ok(); // the first failure of a generation phase (samples empty then)
+};
 
 class Trainer {
  public:
@@ -94,6 +125,12 @@ class Trainer {
   uint64_t next_reward_batch() const { return next_reward_batch_; }
   void SetNextRewardBatch(uint64_t id) { next_reward_batch_ = id; }
 
+  // The prefetched batch of step step()+1 held between steps in async mode (null when none), for
+  // checkpoints; RestorePendingBatch puts it back on a resumed driver (an error names the field
+  // that is malformed). Both are driver-only and called between steps.
+  nlohmann::json PendingBatchState() const;
+  Status RestorePendingBatch(const nlohmann::json& state);
+
   // Token ids that end a response (the tokenizer's EOS / end-of-turn).
   void SetStopTokens(std::vector<int32_t> ids) { stop_token_ids_ = std::move(ids); }
 
@@ -103,6 +140,13 @@ class Trainer {
 
  private:
   bool is_driver() const;
+  // The generation phases of one step (driver only; runs on the prefetch thread in async mode,
+  // so it touches only the ports, the config and the generation counters).
+  GeneratedBatch GenerateBatch(int64_t step);
+  // The batch of `step`: the prefetched one if there is one, else generated now.
+  GeneratedBatch TakeBatch(int64_t step, StepMetrics* metrics);
+  // Every sample's weights version is within rollout.max_staleness of the current version.
+  Status CheckStaleness(const std::vector<Sample>& samples, StepMetrics* metrics) const;
   Status SamplePrompts(int64_t step, int64_t count, std::vector<PromptTask>* tasks);
   Status Rollouts(int64_t step, const std::vector<PromptTask>& tasks, int64_t group_offset,
                   std::vector<Sample>* samples);
@@ -116,6 +160,13 @@ class Trainer {
   // values are summed over ranks into every rank's samples), GAE advantages and returns.
   void CriticAdvantages(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics);
   StepMetrics Update(std::vector<Sample>* samples, const std::vector<int64_t>& order);
+  // Reference log-probs (hooks.kl_coef > 0) of the samples this rank needs: its update shard for
+  // the loss term; for the reward penalty every rank computes a shard and the per-token penalties
+  // are summed over ranks, then subtracted from the rewards (scalar estimators) or kept per
+  // token (GAE, in kl_token_penalties_).
+  void RefLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics);
+  // The samples of `order` this rank trains (the assignment of PolicyTrainer::Update).
+  std::vector<int64_t> UpdateShard(const std::vector<int64_t>& order) const;
   // Sends the policy to the rollout side, as a new version or (resume) as the current one.
   Status PublishWeights(bool new_version);
   void SampleMetrics(const std::vector<Sample>& samples, StepMetrics* metrics);
@@ -126,6 +177,8 @@ class Trainer {
   std::string run_dir_;
   std::unique_ptr<PolicyTrainer> policy_;
   std::unique_ptr<Critic> critic_;
+  model::HybridModel reference_{nullptr};  // frozen initial policy (hooks_.kl_coef > 0), else null
+  std::vector<std::vector<float>> kl_token_penalties_;  // [order][R] (GAE + kl_in_reward), per step
   std::unique_ptr<MetricsLogger> metrics_;
   int64_t step_ = 0;
   uint64_t weights_version_ = 0;
@@ -133,7 +186,15 @@ class Trainer {
   int64_t consumed_samples_ = 0;
   uint64_t next_reward_batch_ = 1;
   std::vector<int32_t> stop_token_ids_;  // EOS etc. (SetStopTokens)
+  // Async pipeline (driver only): the generation of the next step while this one trains, and
+  // its result once joined.
+  std::future<GeneratedBatch> inflight_;
+  std::optional<GeneratedBatch> pending_;
 };
+
+// JSON form of samples (the fields the update needs; used for the pending batch in checkpoints).
+nlohmann::json SamplesToJson(const std::vector<Sample>& samples);
+StatusOr<std::vector<Sample>> SamplesFromJson(const nlohmann::json& j, const std::string& what);
 
 // Serialisation of samples for BatchChannel (msgpack via nlohmann::json).
 std::string EncodeSamples(const std::vector<Sample>& samples);

@@ -210,4 +210,32 @@ TEST_F(ResumeJobTest, CheckpointOfTwoTrainerRanksResumesOnOne) {
   EXPECT_EQ(m[1]["response/length_mean"], (*reference_)[1]["response/length_mean"]);
 }
 
+TEST(ResumeJobAsyncTest, AsyncRunStoppedAndResumedReplaysWithItsPrefetchedBatch) {
+  // rollout.max_staleness = 1: a checkpoint after step t holds the batch of step t+1, already
+  // generated (with the weights of step t) and past the task cursor. A resumed run must train on
+  // exactly that batch: same metrics as an uninterrupted async run, prefetched and stale by one.
+  const std::string async = " rollout.max_staleness=1";
+  const std::string ref_dir = FreshDir("async_reference");
+  RunResult ref = RunCommand(TrainCommand(3, ref_dir, 5, async));
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  const std::map<int64_t, nlohmann::json> reference = DeterministicMetrics(ref_dir);
+  ASSERT_EQ(reference.size(), 5u);
+  const std::string dir = FreshDir("async_stopped");
+  RunResult stopped = RunAndSignal(TrainCommand(3, dir, 5, async), dir, 1, 0, SIGTERM);
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.output;
+  const size_t done = CountLines(dir + "/metrics.jsonl");
+  ASSERT_LT(done, 5u) << "the run stopped early";
+  RunResult resumed = RunCommand(TrainCommand(3, dir, 5, async));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  std::map<int64_t, nlohmann::json> got = DeterministicMetrics(dir);
+  ASSERT_EQ(got.size(), 5u) << resumed.output;
+  for (const auto& [step, want] : reference) {
+    EXPECT_EQ(got[step], want) << "step " << step << " differs from the uninterrupted async run";
+  }
+  // The first resumed step trained on the checkpoint's prefetched batch.
+  const int64_t first = static_cast<int64_t>(done) + 1;
+  EXPECT_EQ(got[first]["async/prefetched"].get<double>(), 1.0);
+  EXPECT_EQ(got[first]["rollout/staleness_max"].get<double>(), 1.0);
+}
+
 }  // namespace

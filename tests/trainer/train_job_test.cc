@@ -65,6 +65,11 @@ TEST(TrainJobTest, SplitRolesRunCompletesAndWritesMetrics) {
     EXPECT_EQ(m[i]["samples/masked"].get<double>(), 0.0);
     EXPECT_GT(m[i]["time/rollout_s"].get<double>(), 0.0);
     EXPECT_TRUE(m[i].contains("reward/mean"));
+    // Per task source (one here: "arith"), the same numbers.
+    ASSERT_TRUE(m[i].contains("reward/arith/mean")) << m[i].dump();
+    EXPECT_EQ(m[i]["reward/arith/mean"], m[i]["reward/mean"]);
+    EXPECT_EQ(m[i]["reward/arith/accuracy"], m[i]["reward/accuracy"]);
+    EXPECT_EQ(m[i]["samples/arith/count"].get<double>(), 8.0);
     // Weights were published before step 1 (v1) and after every step: step i+1 ends at v(i+2).
     EXPECT_EQ(m[i]["counters/weights_version"].get<double>(), static_cast<double>(i + 2));
     // Synchronous on-policy: the rollout's log-probs are the trainer's (same model code, same weights).
@@ -82,11 +87,143 @@ TEST(TrainJobTest, ColocatedTwoTrainerRanksRunCompletes) {
   EXPECT_EQ(m[1]["samples/total"].get<double>(), 8.0);
 }
 
+TEST(TrainJobTest, AsyncPipelineTrainsOnSamplesOneVersionOld) {
+  const std::string dir = FreshDir("async");
+  RunResult r = RunCommand(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
+                           " trainer.total_steps=3 rollout.max_staleness=1 --run-dir " + dir + " --resume none");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<nlohmann::json> m = ReadMetrics(dir);
+  ASSERT_EQ(m.size(), 3u) << r.output;
+  // Step 1 has nothing prefetched: generated now, with the weights it trains (v1).
+  EXPECT_EQ(m[0]["async/prefetched"].get<double>(), 0.0);
+  EXPECT_EQ(m[0]["rollout/staleness_max"].get<double>(), 0.0);
+  EXPECT_LT(m[0]["logp/rollout_vs_trainer_abs_max"].get<double>(), 1e-4);
+  for (size_t i = 1; i < m.size(); ++i) {
+    SCOPED_TRACE("step " + std::to_string(i + 1));
+    // Generated while the previous step trained, with the weights that step started from.
+    EXPECT_EQ(m[i]["async/prefetched"].get<double>(), 1.0);
+    EXPECT_EQ(m[i]["rollout/staleness_max"].get<double>(), 1.0);
+    EXPECT_EQ(m[i]["rollout/staleness_mean"].get<double>(), 1.0);
+    EXPECT_EQ(m[i]["samples/total"].get<double>(), 8.0);
+    EXPECT_EQ(m[i]["samples/masked"].get<double>(), 0.0);
+    // The recomputed old log-probs are those of a newer policy than the one that sampled.
+    EXPECT_GT(m[i]["logp/rollout_vs_trainer_abs_max"].get<double>(), 1e-4);
+    EXPECT_EQ(m[i]["counters/weights_version"].get<double>(), static_cast<double>(i + 2));
+  }
+}
+
+TEST(TrainJobTest, KlToTheReferencePolicyAsLossTermAndAsRewardPenalty) {
+  for (const std::string mode : {"false", "true"}) {
+    SCOPED_TRACE("algorithm.kl.in_reward=" + mode);
+    const std::string dir = FreshDir("kl_" + mode);
+    RunResult r = RunCommand(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
+                             " algorithm.kl.coef=0.5 algorithm.kl.in_reward=" + mode + " --run-dir " + dir +
+                             " --resume none");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::vector<nlohmann::json> m = ReadMetrics(dir);
+    ASSERT_EQ(m.size(), 2u) << r.output;
+    // Step 1 samples come from the reference weights themselves; step 2's from the updated
+    // policy, which has moved away from the reference.
+    EXPECT_LT(m[0]["kl/behaviour_vs_ref"].get<double>(), 1e-7);
+    EXPECT_GT(m[1]["kl/behaviour_vs_ref"].get<double>(), 1e-6);
+    if (mode == "false") {
+      ASSERT_TRUE(m[1].contains("actor/kl")) << m[1].dump();
+      EXPECT_GT(m[1]["actor/kl"].get<double>(), 0.0);
+    } else {
+      EXPECT_GT(m[1]["kl/reward_penalty_mean"].get<double>(), 0.0);
+      EXPECT_FALSE(m[1].contains("actor/kl"));
+    }
+  }
+}
+
+// Sends `sig` to this job's world rank `rank` (found by its environment: every rank runs the
+// same command line, which names the run directory). Returns whether one was found.
+bool SignalRank(const std::string& run_dir, int rank, int sig) {
+  bool sent = false;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmdline_in(e.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(cmdline_in)), std::istreambuf_iterator<char>());
+    if (cmdline.find(run_dir) == std::string::npos || cmdline.find("mpirun") != std::string::npos) continue;
+    std::ifstream env_in(e.path() / "environ");
+    std::string env((std::istreambuf_iterator<char>(env_in)), std::istreambuf_iterator<char>());
+    if (env.find("OMPI_COMM_WORLD_RANK=" + std::to_string(rank) + std::string(1, '\0')) == std::string::npos) continue;
+    ::kill(static_cast<pid_t>(std::stol(name)), sig);
+    sent = true;
+  }
+  return sent;
+}
+
+struct FaultRun {
+  RunResult result;
+  double seconds_after_fault = 0;
+  bool signalled = false;
+};
+
+// Runs `cmd` (a long job in run_dir), waits for its first logged step, sends `sig` to world
+// rank `rank`, and waits for the job to end.
+FaultRun RunWithFault(const std::string& cmd, const std::string& run_dir, int rank, int sig) {
+  FaultRun f;
+  std::thread job([&] { f.result = RunCommand(cmd); });
+  for (int i = 0; i < 2400 && CountLines(run_dir + "/metrics.jsonl") == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto at = std::chrono::steady_clock::now();
+  f.signalled = CountLines(run_dir + "/metrics.jsonl") > 0 && SignalRank(run_dir, rank, sig);
+  job.join();
+  f.seconds_after_fault = std::chrono::duration<double>(std::chrono::steady_clock::now() - at).count();
+  return f;
+}
+
+TEST(TrainJobTest, ARankThatDiesEndsTheJobNonZeroNamingIt) {
+  // The rollout rank (world rank 1) is killed mid-run: the job must end non-zero with the dead
+  // rank named, long before any deadline (rollout.timeout_s is 600 s), instead of hanging.
+  const std::string dir = FreshDir("rank_death");
+  FaultRun f = RunWithFault(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
+                                " trainer.total_steps=500 --run-dir " + dir + " --resume none",
+                            dir, 1, SIGKILL);
+  ASSERT_TRUE(f.signalled) << "world rank 1 not found or no step logged\n" << f.result.output;
+  EXPECT_NE(f.result.exit_code, 0) << f.result.output;
+  EXPECT_LT(f.seconds_after_fault, 60.0) << f.result.output;
+  EXPECT_NE(f.result.output.find("rank 1"), std::string::npos) << "the dead rank is named:\n" << f.result.output;
+}
+
+TEST(TrainJobTest, AHungRolloutRankIsReportedAtItsDeadline) {
+  // The rollout rank is stopped (alive, never answers): the trainer's request deadline
+  // (rollout.timeout_s) fires, names the worker, and the job ends non-zero.
+  const std::string dir = FreshDir("rollout_hung");
+  FaultRun f = RunWithFault(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
+                                " trainer.total_steps=500 rollout.timeout_s=3 trainer.collective_timeout_s=0"
+                                " --run-dir " + dir + " --resume none",
+                            dir, 1, SIGSTOP);
+  ASSERT_TRUE(f.signalled) << f.result.output;
+  EXPECT_NE(f.result.exit_code, 0) << f.result.output;
+  EXPECT_LT(f.seconds_after_fault, 60.0) << f.result.output;
+  EXPECT_NE(f.result.output.find("world rank 1"), std::string::npos) << "the hung worker is named:\n" << f.result.output;
+}
+
+TEST(TrainJobTest, AHungTrainerRankEndsTheJobThroughTheCollectiveWatchdog) {
+  // Two colocated trainer ranks; rank 1 is stopped mid-run, so rank 0 waits in a collective
+  // that can never complete: the watchdog (trainer.collective_timeout_s) ends the job naming it.
+  const std::string dir = FreshDir("trainer_hung");
+  FaultRun f = RunWithFault(Mpirun(2) + LIGHTRL_BINARY + " train " + Recipe() + FastOverrides() +
+                                " trainer.total_steps=500 roles.mode=colocated rollout.timeout_s=1 reward.timeout_s=1"
+                                " trainer.collective_timeout_s=4 --run-dir " + dir + " --resume none",
+                            dir, 1, SIGSTOP);
+  ASSERT_TRUE(f.signalled) << f.result.output;
+  EXPECT_NE(f.result.exit_code, 0) << f.result.output;
+  EXPECT_LT(f.seconds_after_fault, 60.0) << f.result.output;
+  EXPECT_NE(f.result.output.find("trainer.collective_timeout_s"), std::string::npos) << f.result.output;
+}
+
 TEST(TrainJobTest, BadConfigKeyFailsNamingTheKey) {
   const std::string dir = FreshDir("badkey");
   RunResult r = RunCommand(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + " rollout.temprature=0.5 --run-dir " + dir);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("rollout.temprature"), std::string::npos) << r.output;
+  RunResult stale = RunCommand(Mpirun(3) + LIGHTRL_BINARY + " train " + Recipe() + " rollout.max_staleness=2 --run-dir " + dir);
+  EXPECT_NE(stale.exit_code, 0);
+  EXPECT_NE(stale.output.find("rollout.max_staleness"), std::string::npos) << stale.output;
   RunResult roles = RunCommand(Mpirun(2) + LIGHTRL_BINARY + " train " + Recipe() + " --run-dir " + dir);
   EXPECT_NE(roles.exit_code, 0);  // 2 ranks cannot hold trainer + rollout + reward
   EXPECT_NE(roles.output.find("roles.rollout_ranks"), std::string::npos) << roles.output;

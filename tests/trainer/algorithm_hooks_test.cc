@@ -107,5 +107,30 @@ TEST(AlgorithmHooksTest, KlInRewardLeavesTheLossAlone) {
   EXPECT_EQ(hooks->loss(a.in, nullptr).item<double>(), plain->loss(b.in, nullptr).item<double>());
 }
 
+TEST(AlgorithmHooksTest, GaeTokenPenaltiesEnterTheReturns) {
+  // PPO recipe (GAE, gamma = lam = 1): returns_t = sum_{k >= t} r_k with r_k the per-token
+  // penalties plus the outcome score on the last token (loop reference below).
+  YAML::Node root = YAML::LoadFile(std::string(LIGHTRL_SOURCE_DIR_DEFAULT) + "/configs/algo/ppo.yaml");
+  YAML::Node block = YAML::Clone(root["algorithm"]);
+  block["kl"]["coef"] = 0.1;
+  block["kl"]["in_reward"] = true;
+  StatusOr<AlgorithmHooks> hooks = BuildAlgorithmHooks(block, "algorithm");
+  ASSERT_TRUE(hooks.ok()) << hooks.status().ToString();
+  ASSERT_TRUE(hooks->needs_critic);
+  const std::vector<double> rewards = {1.0, 0.0};
+  const std::vector<std::vector<float>> values = {{0.1f, 0.2f, 0.3f}, {0.5f, -0.5f}};
+  const std::vector<std::vector<float>> penalties = {{-0.01f, -0.02f, -0.03f}, {-0.2f, 0.1f}};
+  AlgorithmHooks::TokenAdvantages with = hooks->token_advantages(rewards, values, penalties);
+  AlgorithmHooks::TokenAdvantages without = hooks->token_advantages(rewards, values, {});
+  for (size_t i = 0; i < rewards.size(); ++i) {
+    double tail = rewards[i], tail_plain = rewards[i];
+    for (size_t t = values[i].size(); t-- > 0;) {
+      tail += penalties[i][t];
+      EXPECT_NEAR(with.returns[i][t], tail, 1e-5) << "sample " << i << " token " << t;
+      EXPECT_NEAR(without.returns[i][t], tail_plain, 1e-5) << "sample " << i << " token " << t;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lightrl::trainer

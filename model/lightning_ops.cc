@@ -1,15 +1,21 @@
 // Lightning attention ops: see model/lightning_ops.h for the contract and the math.
 //
 // Implementation notes.
-// - Layout. q, k, v are copied once into a block-major layout [nb, B, H, m, D] (zero-padded to
-//   whole blocks), so that any run of consecutive blocks is one contiguous [G*B*H, m, D] batch
-//   for bmm. Outputs are copied back once.
+// - Layout. q, k, v are copied once into a head-major layout [B*H, nb, m, D] (zero-padded to
+//   whole blocks), so that any run of consecutive blocks of one head is one contiguous
+//   [G, m, D] batch for bmm. Outputs are copied back once.
+// - Threads. Heads are independent: at::parallel_for splits the B*H heads over the intra-op
+//   threads and each thread runs its heads' block algorithm single-threaded (ATen ops and
+//   OpenBLAS run serially inside a parallel region). One parallel region per call instead of
+//   one per small op: on a CPU the per-op thread wake-ups of [G, m, m] masks and [D, D] scan
+//   steps otherwise cost more than the matmuls (measured: a 256 KB mul_ took 5-8 ms with two
+//   threads on a busy 2-core machine, 0.02 ms on one).
 // - Generic block coefficients. Every block b carries its own row/column decay vectors a_b, c_b
 //   and its state decay bd_b (the "Plan"). For a single sequence they are λ^{i+1}, λ^{m_b-1-j},
 //   λ^{m_b}, where only the last (partial) block differs. Packed documents reuse the same
 //   algorithm with masked coefficients (below), so there is one forward and one backward.
-// - Groups. Blocks are processed in groups of G blocks so the m×m score temporaries stay a few
-//   MB (cache friendly, bounded memory); the state scan is a loop over blocks.
+// - Groups. A head's blocks are processed in groups of G blocks so its [G, m, m] score
+//   temporaries stay within a core's L2 (512 KB); the state scan is a loop over blocks.
 // - Packed documents (cu_seqlens). With doc(p) the document of position p (-1 for padding),
 //   prev_b = doc(first position of block b, minus one) and last_b = doc(last valid position):
 //     a_{b,i} = λ^{i+1}·[doc(i) = prev_b]      (rows that continue the incoming state)
@@ -21,6 +27,8 @@
 //   crosses a boundary. This is exact, needs no padding per document, and the backward (a
 //   linear function of the same coefficients) is unchanged.
 #include "model/lightning_ops.h"
+
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -79,15 +87,15 @@ namespace {
 using torch::Tensor;
 using torch::indexing::Slice;
 
-// Target elements of one group's [G*B*H, m, m] score temporary (8 MB in fp32).
-constexpr int64_t kGroupScoreElems = int64_t{1} << 21;
+// Target elements of one head's [G, m, m] score temporary (512 KB in fp32: fits in L2).
+constexpr int64_t kGroupScoreElems = int64_t{1} << 17;
 
 struct Plan {
   int64_t B = 0, H = 0, T = 0, D = 0;
   int64_t blk = 0;     // block size m (<= T)
   int64_t nb = 0;      // number of blocks, ceil(T / m)
   int64_t nfull = 0;   // number of full blocks
-  int64_t group = 1;   // blocks per group
+  int64_t group = 1;   // blocks per group (of one head)
   bool multi_doc = false;
   Tensor a;      // [nb, 1, H, m, 1] row decays of the inter-block term
   Tensor c;      // [nb, 1, H, m, 1] column decays of the block's state contribution
@@ -103,7 +111,7 @@ Plan MakePlan(int64_t B, int64_t H, int64_t T, int64_t D, int64_t block_size,
   p.blk = std::min(block_size, T);
   p.nb = (T + p.blk - 1) / p.blk;
   p.nfull = T / p.blk;
-  p.group = std::clamp<int64_t>(kGroupScoreElems / std::max<int64_t>(1, B * H * p.blk * p.blk), 1, p.nb);
+  p.group = std::clamp<int64_t>(kGroupScoreElems / std::max<int64_t>(1, p.blk * p.blk), 1, p.nb);
   const int64_t m = p.blk, nb = p.nb;
 
   // Document of every padded position (CPU, O(T)).
@@ -159,154 +167,199 @@ Plan MakePlan(int64_t B, int64_t H, int64_t T, int64_t D, int64_t block_size,
   return p;
 }
 
-// [B, H, T, D] (any strides) -> [nb, B, H, m, D] contiguous, zero-padded.
-Tensor ToBlockMajor(const Plan& p, const Tensor& x) {
-  Tensor out = torch::empty({p.nb, p.B, p.H, p.blk, p.D}, x.options().memory_format(torch::MemoryFormat::Contiguous));
-  if (p.nfull > 0) {
-    out.narrow(0, 0, p.nfull)
-        .copy_(x.narrow(2, 0, p.nfull * p.blk).reshape({p.B, p.H, p.nfull, p.blk, p.D}).permute({2, 0, 1, 3, 4}));
-  }
-  if (p.nfull < p.nb) {
-    const int64_t rem = p.T - p.nfull * p.blk;
-    Tensor last = out.select(0, p.nb - 1);  // [B, H, m, D]
-    last.zero_();
-    last.narrow(2, 0, rem).copy_(x.narrow(2, p.nfull * p.blk, rem));
-  }
-  return out;
+// [B, H, T, D] (any strides) -> [B*H, nb, m, D] contiguous, zero-padded.
+Tensor ToHeadMajor(const Plan& p, const Tensor& x) {
+  Tensor out = torch::empty({p.B, p.H, p.nb * p.blk, p.D}, x.options().memory_format(torch::MemoryFormat::Contiguous));
+  out.narrow(2, 0, p.T).copy_(x);
+  if (p.nb * p.blk > p.T) out.narrow(2, p.T, p.nb * p.blk - p.T).zero_();
+  return out.view({p.B * p.H, p.nb, p.blk, p.D});
 }
 
-// [nb, B, H, m, D] -> [B, H, T, D] view of a [B, T, H, D]-contiguous tensor (so the layer's
+// [B*H, nb, m, D] -> [B, H, T, D] view of a [B, T, H, D]-contiguous tensor (so the layer's
 // transpose back to [B, T, H*D] is free).
-Tensor FromBlockMajor(const Plan& p, const Tensor& y) {
+Tensor FromHeadMajor(const Plan& p, const Tensor& y) {
   Tensor bthd = torch::empty({p.B, p.T, p.H, p.D}, y.options());
   Tensor out = bthd.permute({0, 2, 1, 3});  // [B, H, T, D]
-  if (p.nfull > 0) {
-    out.narrow(2, 0, p.nfull * p.blk)
-        .view({p.B, p.H, p.nfull, p.blk, p.D})
-        .copy_(y.narrow(0, 0, p.nfull).permute({1, 2, 0, 3, 4}));
-  }
-  if (p.nfull < p.nb) {
-    const int64_t rem = p.T - p.nfull * p.blk;
-    out.narrow(2, p.nfull * p.blk, rem).copy_(y.select(0, p.nb - 1).narrow(2, 0, rem));
-  }
+  out.copy_(y.view({p.B, p.H, p.nb * p.blk, p.D}).narrow(2, 0, p.T));
   return out;
 }
 
-// Multiplies scores [G*B*H, m, m] of blocks [g0, g0+G) by the intra-block mask in place.
-void ApplyIntraMask(const Plan& p, Tensor& scores, int64_t g0, int64_t G) {
-  scores.view({G * p.B, p.H, p.blk, p.blk}).mul_(p.dmask);
+// The coefficients of head h (index into H), as views.
+struct HeadCoeffs {
+  Tensor a;      // [nb, m, 1]
+  Tensor c;      // [nb, m, 1]
+  Tensor bd;     // [nb, 1, 1]
+  Tensor dmask;  // [m, m]
+};
+
+HeadCoeffs CoeffsOf(const Plan& p, int64_t h) {
+  return {p.a.select(2, h).select(1, 0), p.c.select(2, h).select(1, 0), p.bd.select(2, h).select(1, 0),
+          p.dmask.select(1, h).select(0, 0)};
+}
+
+// Multiplies one head's scores [G, m, m] of blocks [g0, g0+G) by the intra-block mask in place.
+void ApplyIntraMask(const Plan& p, const HeadCoeffs& hc, Tensor& scores, int64_t g0, int64_t G) {
+  scores.mul_(hc.dmask);
   if (p.multi_doc) {
-    const Tensor d = p.docid.narrow(0, g0, G);                             // [G, m]
-    const Tensor same = (d.unsqueeze(2) == d.unsqueeze(1)).to(scores.scalar_type());  // [G, m, m]
-    scores.view({G, p.B * p.H, p.blk, p.blk}).mul_(same.unsqueeze(1));
+    const Tensor d = p.docid.narrow(0, g0, G);                                        // [G, m]
+    scores.mul_((d.unsqueeze(2) == d.unsqueeze(1)).to(scores.scalar_type()));          // [G, m, m]
   }
+}
+
+// Runs fn(begin, end) over ranges of the heads [0, B*H), split over the intra-op threads; each
+// call runs single-threaded (nested ATen/OpenBLAS parallelism is serial in a parallel region)
+// and allocates its temporaries once for its whole range (fresh large allocations are mmaps
+// whose page faults cost more than the small matmuls).
+template <class Fn>
+void ForEachHeadRange(int64_t BH, const Fn& fn) {
+  at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
+    torch::NoGradGuard no_grad;  // grad mode is thread-local; nothing here is differentiated
+    fn(begin, end);
+  });
 }
 
 struct ForwardResult {
-  Tensor out;     // [nb, B, H, m, D]
-  Tensor states;  // [nb + 1, B, H, D, D] (states[b] = S_{b-1}, states[nb] = final); if kept
+  Tensor out;     // [B*H, nb, m, D]
+  Tensor states;  // [B*H, nb + 1, D, D] (states[:, b] = S_{b-1}, states[:, nb] = final); if kept
   Tensor final_state;  // [B, H, D, D]
 };
 
-// The chunked forward on block-major Q, K, V. s0: [B, H, D, D] or undefined.
+// The chunked forward on head-major Q, K, V [B*H, nb, m, D]. s0: [B, H, D, D] or undefined.
 ForwardResult ForwardBlocks(const Plan& p, const Tensor& Q, const Tensor& K, const Tensor& V, const Tensor& s0,
                             bool keep_states) {
-  const int64_t B = p.B, H = p.H, m = p.blk, D = p.D;
+  const int64_t BH = p.B * p.H, D = p.D, m = p.blk, GM = p.group;
   ForwardResult r;
   r.out = torch::empty_like(Q);
-  Tensor S = s0.defined() ? s0.contiguous() : torch::zeros({B, H, D, D}, Q.options());
-  if (keep_states) {
-    r.states = torch::empty({p.nb + 1, B, H, D, D}, Q.options());
-    r.states.select(0, 0).copy_(S);
-  }
-  for (int64_t g0 = 0; g0 < p.nb; g0 += p.group) {
-    const int64_t G = std::min(p.group, p.nb - g0), n = G * B * H;
-    const Tensor Qg = Q.narrow(0, g0, G), Kg = K.narrow(0, g0, G), Vg = V.narrow(0, g0, G);  // [G,B,H,m,D]
-    const Tensor Q3 = Qg.view({n, m, D}), K3 = Kg.view({n, m, D}), V3 = Vg.view({n, m, D});
-    // Block contributions to the state: KV_b = (K_b ⊙ c_b)ᵀ V_b.
-    const Tensor KV = torch::bmm((Kg * p.c.narrow(0, g0, G)).view({n, m, D}).transpose(1, 2), V3)
-                          .view({G, B, H, D, D});
-    // Scan: buf[i] = S_{g0+i-1}, buf[i+1] = bd * buf[i] + KV_i.
-    Tensor buf;
-    if (keep_states) {
-      buf = r.states.narrow(0, g0, G + 1);
-    } else {
-      buf = torch::empty({G + 1, B, H, D, D}, Q.options());
-      buf.select(0, 0).copy_(S);
+  Tensor finals = torch::empty({BH, D, D}, Q.options());  // [B*H, D, D]
+  if (keep_states) r.states = torch::empty({BH, p.nb + 1, D, D}, Q.options());
+  const Tensor s0h = s0.defined() ? s0.reshape({BH, D, D}) : Tensor();  // [B*H, D, D]
+  ForEachHeadRange(BH, [&](int64_t h0, int64_t h1) {
+    // Workspaces of one group, reused for every group of every head of this range.
+    Tensor A_ws = torch::empty({GM, m, m}, Q.options());       // scores
+    Tensor KV_ws = torch::empty({GM, D, D}, Q.options());      // block state contributions
+    Tensor scaled_ws = torch::empty({GM, m, D}, Q.options());  // K ⊙ c, then Q ⊙ a
+    Tensor buf_ws = torch::empty({GM + 1, D, D}, Q.options()); // scan buffer (keep_states = false)
+    for (int64_t bh = h0; bh < h1; ++bh) {
+      const HeadCoeffs hc = CoeffsOf(p, bh % p.H);
+      const Tensor Qh = Q.select(0, bh), Kh = K.select(0, bh), Vh = V.select(0, bh);  // [nb, m, D]
+      Tensor S = s0h.defined() ? s0h.select(0, bh) : Tensor();  // [D, D] state before the group
+      Tensor Oh = r.out.select(0, bh);
+      for (int64_t g0 = 0; g0 < p.nb; g0 += GM) {
+        const int64_t G = std::min(GM, p.nb - g0);
+        const Tensor Qg = Qh.narrow(0, g0, G), Kg = Kh.narrow(0, g0, G), Vg = Vh.narrow(0, g0, G);  // [G, m, D]
+        Tensor scaled = scaled_ws.narrow(0, 0, G), KV = KV_ws.narrow(0, 0, G), A = A_ws.narrow(0, 0, G);
+        // Block contributions to the state: KV_b = (K_b ⊙ c_b)ᵀ V_b.
+        torch::mul_out(scaled, Kg, hc.c.narrow(0, g0, G));
+        torch::bmm_out(KV, scaled.transpose(1, 2), Vg);
+        // Scan: buf[i] = S_{g0+i-1}, buf[i+1] = bd * buf[i] + KV_i.
+        Tensor buf = keep_states ? r.states.select(0, bh).narrow(0, g0, G + 1) : buf_ws.narrow(0, 0, G + 1);
+        if (g0 == 0 || !keep_states) {
+          if (S.defined()) {
+            buf.select(0, 0).copy_(S);
+          } else {
+            buf.select(0, 0).zero_();
+          }
+        }
+        for (int64_t i = 0; i < G; ++i) {
+          Tensor dst = buf.select(0, i + 1);
+          torch::addcmul_out(dst, KV.select(0, i), hc.bd.select(0, g0 + i), buf.select(0, i));
+        }
+        S = buf.select(0, G);
+        // Intra-block: [(Q Kᵀ) ⊙ Dm] V; inter-block: (Q ⊙ a) S_{b-1}.
+        torch::bmm_out(A, Qg, Kg.transpose(1, 2));  // [G, m, m]
+        ApplyIntraMask(p, hc, A, g0, G);
+        Tensor Og = Oh.narrow(0, g0, G);  // [G, m, D]
+        torch::bmm_out(Og, A, Vg);
+        torch::mul_out(scaled, Qg, hc.a.narrow(0, g0, G));
+        Og.baddbmm_(scaled, buf.narrow(0, 0, G));
+        if (!keep_states) S = S.clone();  // buf_ws is reused by the next group
+      }
+      finals.select(0, bh).copy_(S);
     }
-    for (int64_t i = 0; i < G; ++i) {
-      Tensor dst = buf.select(0, i + 1);
-      torch::addcmul_out(dst, KV.select(0, i), p.bd.select(0, g0 + i), buf.select(0, i));
-    }
-    S = buf.select(0, G);
-    // Intra-block: [(Q Kᵀ) ⊙ Dm] V; inter-block: (Q ⊙ a) S_{b-1}.
-    Tensor A = torch::bmm(Q3, K3.transpose(1, 2));  // [n, m, m]
-    ApplyIntraMask(p, A, g0, G);
-    Tensor O3 = r.out.narrow(0, g0, G).view({n, m, D});
-    torch::bmm_out(O3, A, V3);
-    O3.baddbmm_((Qg * p.a.narrow(0, g0, G)).view({n, m, D}), buf.narrow(0, 0, G).view({n, D, D}));
-  }
-  r.final_state = S;
+  });
+  r.final_state = finals.view({p.B, p.H, D, D});
   return r;
 }
 
 struct BackwardResult {
-  Tensor dQ, dK, dV;  // [nb, B, H, m, D]
+  Tensor dQ, dK, dV;  // [B*H, nb, m, D]
   Tensor dS0;         // [B, H, D, D]
 };
 
-// Chunked backward (hybrid_model.md §3.7). dO: block-major; states from ForwardBlocks;
+// Chunked backward (hybrid_model.md §3.7). dO: head-major; states from ForwardBlocks;
 // dS_final: [B, H, D, D] or undefined (zero).
 BackwardResult BackwardBlocks(const Plan& p, const Tensor& Q, const Tensor& K, const Tensor& V, const Tensor& dO,
                               const Tensor& states, const Tensor& dS_final) {
-  const int64_t B = p.B, H = p.H, m = p.blk, D = p.D;
+  const int64_t BH = p.B * p.H, D = p.D, m = p.blk, GM = p.group;
   BackwardResult r;
   r.dQ = torch::empty_like(Q);
   r.dK = torch::empty_like(Q);
   r.dV = torch::empty_like(Q);
-  Tensor dS = dS_final.defined() ? dS_final.contiguous() : torch::zeros({B, H, D, D}, Q.options());
-  const int64_t ngroups = (p.nb + p.group - 1) / p.group;
-  for (int64_t gi = ngroups - 1; gi >= 0; --gi) {
-    const int64_t g0 = gi * p.group, G = std::min(p.group, p.nb - g0), n = G * B * H;
-    const Tensor Qg = Q.narrow(0, g0, G), Kg = K.narrow(0, g0, G), Vg = V.narrow(0, g0, G);
-    const Tensor Q3 = Qg.view({n, m, D}), K3 = Kg.view({n, m, D}), V3 = Vg.view({n, m, D});
-    const Tensor dO3 = dO.narrow(0, g0, G).view({n, m, D});
-    const Tensor a = p.a.narrow(0, g0, G), c = p.c.narrow(0, g0, G);
-    // Reverse scan: dbuf[i+1] = dS_{g0+i} (gradient of the state after block g0+i),
-    // dbuf[i] = bd_{g0+i} dbuf[i+1] + (Q ⊙ a)ᵀ dO of block g0+i.
-    const Tensor Gm = torch::bmm((Qg * a).view({n, m, D}).transpose(1, 2), dO3).view({G, B, H, D, D});
-    Tensor dbuf = torch::empty({G + 1, B, H, D, D}, Q.options());
-    dbuf.select(0, G).copy_(dS);
-    for (int64_t i = G - 1; i >= 0; --i) {
-      Tensor dst = dbuf.select(0, i);
-      torch::addcmul_out(dst, Gm.select(0, i), p.bd.select(0, g0 + i), dbuf.select(0, i + 1));
+  Tensor dS0 = torch::empty({BH, D, D}, Q.options());  // [B*H, D, D]
+  const Tensor dSf = dS_final.defined() ? dS_final.reshape({BH, D, D}) : Tensor();
+  const int64_t ngroups = (p.nb + GM - 1) / GM;
+  ForEachHeadRange(BH, [&](int64_t h0, int64_t h1) {
+    Tensor A_ws = torch::empty({GM, m, m}, Q.options());
+    Tensor P_ws = torch::empty({GM, m, m}, Q.options());
+    Tensor Gm_ws = torch::empty({GM, D, D}, Q.options());
+    Tensor scaled_ws = torch::empty({GM, m, D}, Q.options());  // Q ⊙ a, then K ⊙ c
+    Tensor dbuf_ws = torch::empty({GM + 1, D, D}, Q.options());
+    Tensor dS = torch::empty({D, D}, Q.options());  // gradient of the state after the current group
+    for (int64_t bh = h0; bh < h1; ++bh) {
+      const HeadCoeffs hc = CoeffsOf(p, bh % p.H);
+      const Tensor Qh = Q.select(0, bh), Kh = K.select(0, bh), Vh = V.select(0, bh), dOh = dO.select(0, bh);
+      const Tensor Sh = states.select(0, bh);  // [nb + 1, D, D]
+      if (dSf.defined()) {
+        dS.copy_(dSf.select(0, bh));
+      } else {
+        dS.zero_();
+      }
+      for (int64_t gi = ngroups - 1; gi >= 0; --gi) {
+        const int64_t g0 = gi * GM, G = std::min(GM, p.nb - g0);
+        const Tensor Qg = Qh.narrow(0, g0, G), Kg = Kh.narrow(0, g0, G), Vg = Vh.narrow(0, g0, G);  // [G, m, D]
+        const Tensor dOg = dOh.narrow(0, g0, G);
+        const Tensor a = hc.a.narrow(0, g0, G), c = hc.c.narrow(0, g0, G);  // [G, m, 1]
+        Tensor scaled = scaled_ws.narrow(0, 0, G), Gm = Gm_ws.narrow(0, 0, G);
+        Tensor A = A_ws.narrow(0, 0, G), P = P_ws.narrow(0, 0, G), dbuf = dbuf_ws.narrow(0, 0, G + 1);
+        // Reverse scan: dbuf[i+1] = dS_{g0+i} (gradient of the state after block g0+i),
+        // dbuf[i] = bd_{g0+i} dbuf[i+1] + (Q ⊙ a)ᵀ dO of block g0+i.
+        torch::mul_out(scaled, Qg, a);
+        torch::bmm_out(Gm, scaled.transpose(1, 2), dOg);  // [G, D, D]
+        dbuf.select(0, G).copy_(dS);
+        for (int64_t i = G - 1; i >= 0; --i) {
+          Tensor dst = dbuf.select(0, i);
+          torch::addcmul_out(dst, Gm.select(0, i), hc.bd.select(0, g0 + i), dbuf.select(0, i + 1));
+        }
+        dS.copy_(dbuf.select(0, 0));
+        const Tensor dSg = dbuf.narrow(0, 1, G);  // [G, D, D]
+        // Inter-block parts.
+        Tensor dQg = r.dQ.select(0, bh).narrow(0, g0, G);
+        Tensor dKg = r.dK.select(0, bh).narrow(0, g0, G);
+        Tensor dVg = r.dV.select(0, bh).narrow(0, g0, G);
+        torch::bmm_out(dQg, dOg, Sh.narrow(0, g0, G).transpose(1, 2));
+        dQg.mul_(a);                                     // (dO S_{b-1}ᵀ) ⊙ a
+        torch::bmm_out(dKg, Vg, dSg.transpose(1, 2));
+        dKg.mul_(c);                                     // (V dS_bᵀ) ⊙ c
+        torch::mul_out(scaled, Kg, c);
+        torch::bmm_out(dVg, scaled, dSg);                // (K ⊙ c) dS_b
+        // Intra-block parts: A = (Q Kᵀ) ⊙ Dm, P = (dO Vᵀ) ⊙ Dm.
+        torch::bmm_out(A, Qg, Kg.transpose(1, 2));  // [G, m, m]
+        ApplyIntraMask(p, hc, A, g0, G);
+        torch::bmm_out(P, dOg, Vg.transpose(1, 2));  // [G, m, m]
+        ApplyIntraMask(p, hc, P, g0, G);
+        dQg.baddbmm_(P, Kg);
+        dKg.baddbmm_(P.transpose(1, 2), Qg);
+        dVg.baddbmm_(A.transpose(1, 2), dOg);
+      }
+      dS0.select(0, bh).copy_(dS);
     }
-    dS = dbuf.select(0, 0);
-    const Tensor dSg = dbuf.narrow(0, 1, G).view({n, D, D});
-    // Inter-block parts.
-    Tensor dQ3 = r.dQ.narrow(0, g0, G).view({n, m, D});
-    Tensor dK3 = r.dK.narrow(0, g0, G).view({n, m, D});
-    Tensor dV3 = r.dV.narrow(0, g0, G).view({n, m, D});
-    torch::bmm_out(dQ3, dO3, states.narrow(0, g0, G).view({n, D, D}).transpose(1, 2));
-    dQ3.view({G, B, H, m, D}).mul_(a);                                 // (dO S_{b-1}ᵀ) ⊙ a
-    torch::bmm_out(dK3, V3, dSg.transpose(1, 2));
-    dK3.view({G, B, H, m, D}).mul_(c);                                 // (V dS_bᵀ) ⊙ c
-    torch::bmm_out(dV3, (Kg * c).view({n, m, D}), dSg);                // (K ⊙ c) dS_b
-    // Intra-block parts: A = (Q Kᵀ) ⊙ Dm, P = (dO Vᵀ) ⊙ Dm.
-    Tensor A = torch::bmm(Q3, K3.transpose(1, 2));
-    ApplyIntraMask(p, A, g0, G);
-    Tensor P = torch::bmm(dO3, V3.transpose(1, 2));
-    ApplyIntraMask(p, P, g0, G);
-    dQ3.baddbmm_(P, K3);
-    dK3.baddbmm_(P.transpose(1, 2), Q3);
-    dV3.baddbmm_(A.transpose(1, 2), dO3);
-  }
-  r.dS0 = dS;
+  });
+  r.dS0 = dS0.view({p.B, p.H, D, D});
   return r;
 }
 
 // Final state of every packed document, [num_docs, H, D, D]. k, v: [1, H, T, D] working dtype;
-// states: [nb + 1, 1, H, D, D] from ForwardBlocks(keep_states = true).
+// states: [H, nb + 1, D, D] (B = 1) from ForwardBlocks(keep_states = true).
 Tensor DocumentFinalStates(const Plan& p, const Tensor& k, const Tensor& v, const Tensor& slopes_w,
                            const Tensor& states, const std::vector<int64_t>& cu) {
   const int64_t H = p.H, D = p.D, m = p.blk;
@@ -317,7 +370,7 @@ Tensor DocumentFinalStates(const Plan& p, const Tensor& k, const Tensor& v, cons
     if (e == s) continue;
     const int64_t bb = (e - 1) / m, p0 = bb * m, mb = std::min(m, p.T - p0);
     if (e == p0 + mb) {  // the document owns the block's last token: S_bb
-      out.select(0, d).copy_(states.select(0, bb + 1).select(0, 0));
+      out.select(0, d).copy_(states.select(1, bb + 1));
       continue;
     }
     const int64_t j0 = std::max(s, p0), len = e - j0;
@@ -326,7 +379,7 @@ Tensor DocumentFinalStates(const Plan& p, const Tensor& k, const Tensor& v, cons
     Tensor kv = torch::matmul((k.select(0, 0).narrow(1, j0, len) * w.unsqueeze(-1)).transpose(1, 2),
                               v.select(0, 0).narrow(1, j0, len));  // [H, D, D]
     if (s < p0) {
-      kv.add_(torch::exp(-slopes_w * static_cast<double>(e - p0)).view({H, 1, 1}) * states.select(0, bb).select(0, 0));
+      kv.add_(torch::exp(-slopes_w * static_cast<double>(e - p0)).view({H, 1, 1}) * states.select(1, bb));
     }
     out.select(0, d).copy_(kv);
   }
@@ -387,9 +440,9 @@ class LightningFunction : public torch::autograd::Function<LightningFunction> {
     ctx->set_materialize_grads(false);
     const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
     const Plan p = MakePlan(B, H, T, D, block_size, cu, slopes_w);
-    const Tensor Qb = ToBlockMajor(p, q), Kb = ToBlockMajor(p, k), Vb = ToBlockMajor(p, v);
+    const Tensor Qb = ToHeadMajor(p, q), Kb = ToHeadMajor(p, k), Vb = ToHeadMajor(p, v);
     ForwardResult f = ForwardBlocks(p, Qb, Kb, Vb, s0.value_or(Tensor()), /*keep_states=*/true);
-    Tensor out = FromBlockMajor(p, f.out);
+    Tensor out = FromHeadMajor(p, f.out);
     ctx->save_for_backward({q, k, v, slopes_w, f.states});
     ctx->saved_data["block_size"] = block_size;
     ctx->saved_data["cu_seqlens"] = cu;
@@ -414,12 +467,12 @@ class LightningFunction : public torch::autograd::Function<LightningFunction> {
     if (!dO.defined() && !dSf.defined()) return result;
     const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
     const Plan p = MakePlan(B, H, T, D, block_size, cu, slopes_w);
-    const Tensor Qb = ToBlockMajor(p, q), Kb = ToBlockMajor(p, k), Vb = ToBlockMajor(p, v);
-    const Tensor dOb = dO.defined() ? ToBlockMajor(p, dO) : torch::zeros_like(Qb);
+    const Tensor Qb = ToHeadMajor(p, q), Kb = ToHeadMajor(p, k), Vb = ToHeadMajor(p, v);
+    const Tensor dOb = dO.defined() ? ToHeadMajor(p, dO) : torch::zeros_like(Qb);
     BackwardResult g = BackwardBlocks(p, Qb, Kb, Vb, dOb, states, dSf);
-    if (ctx->needs_input_grad(0)) result[0] = FromBlockMajor(p, g.dQ);
-    if (ctx->needs_input_grad(1)) result[1] = FromBlockMajor(p, g.dK);
-    if (ctx->needs_input_grad(2)) result[2] = FromBlockMajor(p, g.dV);
+    if (ctx->needs_input_grad(0)) result[0] = FromHeadMajor(p, g.dQ);
+    if (ctx->needs_input_grad(1)) result[1] = FromHeadMajor(p, g.dK);
+    if (ctx->needs_input_grad(2)) result[2] = FromHeadMajor(p, g.dV);
     if (ctx->saved_data["has_s0"].toBool() && ctx->needs_input_grad(3)) result[3] = g.dS0;
     return result;
   }
@@ -448,9 +501,9 @@ LightningResult LightningAttentionChunked(const torch::Tensor& q, const torch::T
   // Inference: the same forward, keeping per-block states only when packed documents need them.
   const Plan p = MakePlan(val.B, val.H, val.T, val.D, options.block_size, options.cu_seqlens, val.slopes_w);
   const bool per_doc = options.output_final_state && !options.cu_seqlens.empty();
-  ForwardResult f = ForwardBlocks(p, ToBlockMajor(p, q), ToBlockMajor(p, k), ToBlockMajor(p, v), initial_state,
+  ForwardResult f = ForwardBlocks(p, ToHeadMajor(p, q), ToHeadMajor(p, k), ToHeadMajor(p, v), initial_state,
                                   /*keep_states=*/per_doc);
-  r.out = FromBlockMajor(p, f.out);
+  r.out = FromHeadMajor(p, f.out);
   if (options.output_final_state) {
     r.state = per_doc ? DocumentFinalStates(p, k, v, val.slopes_w, f.states, options.cu_seqlens) : f.final_state;
   }

@@ -133,6 +133,25 @@ torch::Tensor CausalSoftmaxAttention(const torch::Tensor& q, const torch::Tensor
                                      const std::vector<int64_t>& cu_seqlens = {},
                                      AttentionPath path = AttentionPath::kAuto);
 
+// Attention of a few new tokens per row over the rows' KV caches: the decode kernel of the
+// softmax layer (implementation: softmax_decode.cc; plain loops, split-K over key chunks with a
+// log-sum-exp merge, threads via at::parallel_for).
+//   out[b, h, t] = sum_j softmax_j(scale * q[b,h,t] . k_cache[b,h/G,j]) v_cache[b,h/G,j]
+//                  over j in [0, prefix[b] + t]
+// q: [B, H, T, D] (post-RoPE); k_cache, v_cache: [B, Hkv, capacity, D], H % Hkv == 0, G = H/Hkv;
+// all CPU, one dtype, fp32 or fp64; any strides (a cache without unit stride along D is copied).
+// Row b's keys [0, prefix[b] + T) must be valid: its T new tokens are already written at
+// [prefix[b], prefix[b] + T). prefix: [B] values >= 0 with prefix[b] + T <= capacity. Slots past
+// a row's last key are never read. Scores, softmax and the weighted sum run in q's dtype (fp32
+// for serving), with a polynomial fp32 exp (rel. error ~1e-7).
+// A row's result is bitwise independent of the other rows and of the thread count (fixed key
+// chunks, fixed merge order). Not differentiable: REQUIRES no autograd (GradMode off, or no
+// input requiring grad). Returns [B, H, T, D] in q's dtype (a transposed view of a contiguous
+// [B, T, H, D] buffer, so .transpose(1, 2) is free).
+torch::Tensor CachedAttention(const torch::Tensor& q, const torch::Tensor& k_cache,
+                              const torch::Tensor& v_cache, const std::vector<int64_t>& prefix,
+                              double scale);
+
 // Parameters: q_proj.weight [H*D, C], k_proj.weight [Hkv*D, C], v_proj.weight [Hkv*D, C],
 // o_proj.weight [C, H*D]. Partial NeoX RoPE on the first rotary_dim dims, GQA, causal,
 // scale 1/sqrt(D). Long sequences use a blockwise online-softmax path (no T x T matrix), with
@@ -146,6 +165,9 @@ torch::Tensor CausalSoftmaxAttention(const torch::Tensor& q, const torch::Tensor
 // Capacity (dim 2 of k/v) grows to max(needed, 2 * old capacity) when exceeded; stale slots past
 // a row's length are never read. The cached prefix is a constant for autograd (stored
 // detached); gradients flow to q and to this call's new k/v.
+// Decode fast path: when no gradient is needed and T <= 8, RoPE and the cache write are plain
+// loops and the attention is CachedAttention (no mask, no copy of the cache, per-row lengths
+// handled by each query stopping at its own last key); otherwise the libtorch paths above.
 class SoftmaxAttentionImpl : public torch::nn::Module {
  public:
   SoftmaxAttentionImpl(const ModelConfig& config, int64_t layer_idx);

@@ -1,6 +1,8 @@
 // Softmax attention layer (hybrid_model.md §4): partial NeoX RoPE, GQA, causal attention with a
-// materialised path (short inputs, decode) and a FlashAttention-2 style blockwise path with a
-// custom backward (long inputs), plus the per-row KV cache.
+// materialised path (short inputs) and a FlashAttention-2 style blockwise path with a custom
+// backward (long inputs), plus the per-row KV cache. Decode without autograd (T <= 8 new tokens
+// per row) takes a plain-loop fast path: RoPE and the cache write here, the attention in
+// CachedAttention (softmax_decode.cc).
 //
 // Blockwise layout. GQA is handled without expanding k/v: the G query heads that share a kv
 // head are interleaved into the row dimension, q [B, H, T, D] -> [B*Hkv, T*G, D] with row
@@ -207,6 +209,65 @@ std::vector<int64_t> DocStarts(const std::vector<int64_t>& cu_seqlens, int64_t T
   return starts;
 }
 
+
+// ---- decode fast path ----------------------------------------------------------------------
+// Used by SoftmaxAttentionImpl::forward with a cache when no gradient is needed and each row
+// brings at most kMaxFastTokens tokens (decode). Plain loops: RoPE, the cache write and
+// CachedAttention (softmax_decode.cc) touch each element once, with no libtorch op per step
+// beyond the projections.
+constexpr int64_t kMaxFastTokens = 8;
+
+// cos/sin of the RoPE angles of positions prefix[b] + t, exactly as ApplyRope forms them (fp64
+// angle and cos/sin, rounded to S). Returns [B * T * half] each.
+template <typename S>
+void RopeTables(const std::vector<int64_t>& prefix, int64_t T, int64_t rotary_dim, double theta,
+                std::vector<S>* cos, std::vector<S>* sin) {
+  const int64_t B = static_cast<int64_t>(prefix.size()), half = rotary_dim / 2;
+  std::vector<double> inv_freq(half);
+  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -static_cast<double>(2 * i) / rotary_dim);
+  cos->resize(B * T * half);
+  sin->resize(B * T * half);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 0; t < T; ++t) {
+      const double p = static_cast<double>(prefix[b] + t);
+      for (int64_t i = 0; i < half; ++i) {
+        const double angle = p * inv_freq[i];
+        (*cos)[(b * T + t) * half + i] = static_cast<S>(std::cos(angle));
+        (*sin)[(b * T + t) * half + i] = static_cast<S>(std::sin(angle));
+      }
+    }
+  }
+}
+
+// dst row (b, h, t) = RoPE_{(b, t)}(x[b, h, t]) for x: [B, Hx, T, D] of S with unit stride in D.
+// dst row (b, h, t) starts at dst + b * db + h * dh + (t0[b] + t) * dt (t0 empty = 0): a fresh
+// [B, Hx, T, D] buffer or the cache slots [lengths[b], lengths[b] + T). half == 0 copies x.
+// Same arithmetic as ApplyRope: (x1 * cos) - (x2 * sin), (x2 * cos) + (x1 * sin), no FMA.
+template <typename S>
+void RopeInto(const torch::Tensor& x, const std::vector<S>& cos, const std::vector<S>& sin, int64_t half,
+              int64_t rotary_dim, S* dst, int64_t db, int64_t dh, int64_t dt, const std::vector<int64_t>& t0) {
+  const int64_t B = x.size(0), Hx = x.size(1), T = x.size(2), D = x.size(3);
+  const torch::Tensor xs = x.stride(3) == 1 ? x : x.contiguous();
+  const S* base = xs.data_ptr<S>();
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < Hx; ++h) {
+      for (int64_t t = 0; t < T; ++t) {
+        const S* xr = base + b * xs.stride(0) + h * xs.stride(1) + t * xs.stride(2);
+        S* y = dst + b * db + h * dh + ((t0.empty() ? 0 : t0[b]) + t) * dt;
+        const S* c = cos.data() + (b * T + t) * half;
+        const S* s = sin.data() + (b * T + t) * half;
+        for (int64_t i = 0; i < half; ++i) {
+          const S x1 = xr[i], x2 = xr[i + half];
+          const S a = x1 * c[i], bb = x2 * s[i], e = x2 * c[i], f = x1 * s[i];
+          y[i] = a - bb;
+          y[i + half] = e + f;
+        }
+        for (int64_t d = rotary_dim; d < D; ++d) y[d] = xr[d];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 // ---- RoPE --------------------------------------------------------------------------------------
@@ -368,10 +429,16 @@ torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const Forwar
       max_len = std::max(max_len, lengths[b]);
     }
     const int64_t need = max_len + T;
+    const bool track = torch::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+    // Decode fast path (see kMaxFastTokens): RoPE, cache write and attention as plain loops.
+    const bool fast = !track && T <= kMaxFastTokens && x.device().is_cpu();
 
-    torch::Tensor pos = RopePositions(B, T, {}, lengths);
-    q = ApplyRope(q, pos, rotary_dim_, rope_theta_).contiguous();
-    k = ApplyRope(k, pos, rotary_dim_, rope_theta_).contiguous();
+    torch::Tensor pos;  // [B, T] int64, general path only
+    if (!fast) {
+      pos = RopePositions(B, T, {}, lengths);
+      q = ApplyRope(q, pos, rotary_dim_, rope_theta_).contiguous();
+      k = ApplyRope(k, pos, rotary_dim_, rope_theta_).contiguous();
+    }
 
     // Capacity: amortised doubling.
     {
@@ -401,48 +468,69 @@ torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const Forwar
         }
       }
     }
-    // Write the new keys/values at [lengths[b], lengths[b] + T).
-    std::vector<int64_t> slots(B * T);
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t t = 0; t < T; ++t) slots[b * T + t] = lengths[b] + t;
-    }
-    torch::Tensor index = torch::tensor(slots, torch::TensorOptions().dtype(torch::kLong))
-                              .to(k.device())
-                              .view({B, 1, T, 1})
-                              .expand({B, Hkv, T, D});
-    torch::Tensor k_all, v_all;  // [B, Hkv, need, D]
-    const bool track = torch::GradMode::is_enabled() && (k.requires_grad() || v.requires_grad());
-    if (track) {
-      // Out-of-place scatter keeps the graph to this call's k/v; the cache stores a detached copy.
-      k_all = cache->k.narrow(2, 0, need).scatter(2, index, k);
-      v_all = cache->v.narrow(2, 0, need).scatter(2, index, v);
+    if (fast) {
       torch::NoGradGuard no_grad;
-      cache->k.narrow(2, 0, need).copy_(k_all.detach());
-      cache->v.narrow(2, 0, need).copy_(v_all.detach());
-    } else {
-      torch::NoGradGuard no_grad;
-      cache->k.scatter_(2, index, k);
-      cache->v.scatter_(2, index, v);
-      k_all = cache->k.narrow(2, 0, need);
-      v_all = cache->v.narrow(2, 0, need);
-    }
-
-    const bool uniform = std::all_of(lengths.begin(), lengths.end(), [&](int64_t l) { return l == max_len; });
-    if (uniform) {
-      o = CausalSoftmaxAttention(q, k_all, v_all, scale, block_size_);
-    } else if (T == 1 || T * need <= block_size_ * block_size_) {
-      // Each row attends its own prefix: query t of row b sees keys [0, lengths[b] + t].
-      torch::Tensor qpos = pos;  // [B, T] = lengths[b] + t
-      o = MaterializedAttention(q, k_all, v_all, scale, BuildMask(qpos, {}, need).to(q.device()));
-    } else {
-      // Long prefill continuing rows of different lengths: one blockwise call per row.
-      std::vector<torch::Tensor> rows;
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t len = lengths[b] + T;
-        rows.push_back(CausalSoftmaxAttention(q.narrow(0, b, 1), k_all.narrow(0, b, 1).narrow(2, 0, len),
-                                              v_all.narrow(0, b, 1).narrow(2, 0, len), scale, block_size_));
+      if (cache->k.stride(3) != 1 || cache->v.strides() != cache->k.strides()) {
+        cache->k = cache->k.contiguous();  // once: caches built by this layer already are
+        cache->v = cache->v.contiguous();
       }
-      o = torch::cat(rows, 0);
+      const int64_t half = rotary_dim_ / 2;
+      torch::Tensor q_rot = torch::empty({B, H, T, D}, q.options());  // [B, H, T, D] cdt, post-RoPE
+      AT_DISPATCH_FLOATING_TYPES(cdt, "SoftmaxAttentionDecode", [&] {
+        std::vector<scalar_t> cos, sin;
+        RopeTables<scalar_t>(lengths, T, rotary_dim_, rope_theta_, &cos, &sin);
+        const torch::Tensor& ck = cache->k;
+        const torch::Tensor& cv = cache->v;
+        RopeInto<scalar_t>(q, cos, sin, half, rotary_dim_, q_rot.data_ptr<scalar_t>(), H * T * D, T * D, D, {});
+        RopeInto<scalar_t>(k, cos, sin, half, rotary_dim_, ck.data_ptr<scalar_t>(), ck.stride(0), ck.stride(1),
+                           ck.stride(2), lengths);
+        RopeInto<scalar_t>(v, cos, sin, 0, 0, cv.data_ptr<scalar_t>(), cv.stride(0), cv.stride(1), cv.stride(2),
+                           lengths);
+      });
+      o = CachedAttention(q_rot, cache->k, cache->v, lengths, scale);  // [B, H, T, D]
+    } else {
+      // Write the new keys/values at [lengths[b], lengths[b] + T).
+      std::vector<int64_t> slots(B * T);
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t t = 0; t < T; ++t) slots[b * T + t] = lengths[b] + t;
+      }
+      torch::Tensor index = torch::tensor(slots, torch::TensorOptions().dtype(torch::kLong))
+                                .to(k.device())
+                                .view({B, 1, T, 1})
+                                .expand({B, Hkv, T, D});
+      torch::Tensor k_all, v_all;  // [B, Hkv, need, D]
+      if (track) {
+        // Out-of-place scatter keeps the graph to this call's k/v; the cache stores a detached copy.
+        k_all = cache->k.narrow(2, 0, need).scatter(2, index, k);
+        v_all = cache->v.narrow(2, 0, need).scatter(2, index, v);
+        torch::NoGradGuard no_grad;
+        cache->k.narrow(2, 0, need).copy_(k_all.detach());
+        cache->v.narrow(2, 0, need).copy_(v_all.detach());
+      } else {
+        torch::NoGradGuard no_grad;
+        cache->k.scatter_(2, index, k);
+        cache->v.scatter_(2, index, v);
+        k_all = cache->k.narrow(2, 0, need);
+        v_all = cache->v.narrow(2, 0, need);
+      }
+
+      const bool uniform = std::all_of(lengths.begin(), lengths.end(), [&](int64_t l) { return l == max_len; });
+      if (uniform) {
+        o = CausalSoftmaxAttention(q, k_all, v_all, scale, block_size_);
+      } else if (T == 1 || T * need <= block_size_ * block_size_) {
+        // Each row attends its own prefix: query t of row b sees keys [0, lengths[b] + t].
+        torch::Tensor qpos = pos;  // [B, T] = lengths[b] + t
+        o = MaterializedAttention(q, k_all, v_all, scale, BuildMask(qpos, {}, need).to(q.device()));
+      } else {
+        // Long prefill continuing rows of different lengths: one blockwise call per row.
+        std::vector<torch::Tensor> rows;
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t len = lengths[b] + T;
+          rows.push_back(CausalSoftmaxAttention(q.narrow(0, b, 1), k_all.narrow(0, b, 1).narrow(2, 0, len),
+                                                v_all.narrow(0, b, 1).narrow(2, 0, len), scale, block_size_));
+        }
+        o = torch::cat(rows, 0);
+      }
     }
     std::vector<int64_t> new_lengths(lengths);
     for (auto& l : new_lengths) l += T;

@@ -5,7 +5,9 @@
 //     a predicate, and autograd through it for the gradients.
 // Covered: partial NeoX RoPE, GQA, causal/cached-prefix/packed masks, the blockwise path (values
 // and custom backward) at several tile sizes, the layer with and without KV cache (uniform and
-// ragged row lengths, decode and continuing prefill), packed documents vs separate runs.
+// ragged row lengths, decode and continuing prefill), packed documents vs separate runs, and the
+// decode fast path (CachedAttention and the layer's no-grad T <= 8 path: ragged rows, several
+// key chunks, a cache that grows, fp64 and fp32 with the vectorised head dims).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -422,6 +424,119 @@ TEST(SoftmaxLayer, GradientsFlowThroughCachedCallToNewTokens) {
   auto got = torch::autograd::grad({(out * w).sum()}, {last2});
   EXPECT_LT(MaxAbsDiff(got[0], ref[0]), 1e-12);
   EXPECT_FALSE(cache.k.requires_grad());  // the cache holds no graph
+}
+
+// ---- decode fast path ----------------------------------------------------------------------------
+
+// CachedAttention against the per-row oracle: row b's cache holds prefix[b] + T valid keys; the
+// slots past them are poisoned with NaN (never read).
+void CheckCachedAttention(torch::ScalarType dtype, int64_t D, int64_t T, double tol) {
+  SCOPED_TRACE(::testing::Message() << dtype << " D " << D << " T " << T);
+  torch::manual_seed(30 + D + T);
+  const std::vector<int64_t> prefix = {0, 5, 700, 256 - T};  // 700 + T spans three 256-key chunks
+  const int64_t B = 4, H = 4, Hkv = 2, cap = 720;
+  torch::Tensor q = torch::randn({B, H, T, D}, kF64);
+  torch::Tensor k = torch::randn({B, Hkv, cap, D}, kF64);
+  torch::Tensor v = torch::randn({B, Hkv, cap, D}, kF64);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  torch::Tensor kp = k.clone(), vp = v.clone();
+  for (int64_t b = 0; b < B; ++b) {
+    kp[b].narrow(1, prefix[b] + T, cap - prefix[b] - T).fill_(std::nan(""));
+    vp[b].narrow(1, prefix[b] + T, cap - prefix[b] - T).fill_(std::nan(""));
+  }
+  torch::NoGradGuard no_grad;
+  torch::Tensor out = CachedAttention(q.to(dtype), kp.to(dtype), vp.to(dtype), prefix, scale);
+  ASSERT_EQ(out.sizes(), q.sizes());
+  EXPECT_EQ(out.scalar_type(), dtype);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = prefix[b] + T;
+    torch::Tensor ref = RefAttention(q.narrow(0, b, 1), k.narrow(0, b, 1).narrow(2, 0, n),
+                                     v.narrow(0, b, 1).narrow(2, 0, n), scale, CausalFrom(prefix[b]));
+    EXPECT_LT(MaxAbsDiff(out.narrow(0, b, 1), ref), tol) << "row " << b;
+  }
+  // A row's result does not depend on the other rows of the batch.
+  torch::Tensor alone = CachedAttention(q.narrow(0, 2, 1).to(dtype), kp.narrow(0, 2, 1).to(dtype),
+                                        vp.narrow(0, 2, 1).to(dtype), {prefix[2]}, scale);
+  EXPECT_TRUE(torch::equal(alone, out.narrow(0, 2, 1)));
+}
+
+TEST(CachedAttentionTest, MatchesReferenceWithRaggedRowsAcrossKeyChunks) {
+  for (int64_t T : {1, 3}) {
+    CheckCachedAttention(torch::kDouble, 6, T, 1e-12);  // generic head dim
+    CheckCachedAttention(torch::kFloat, 6, T, 1e-5);
+    CheckCachedAttention(torch::kFloat, 32, T, 1e-5);   // vectorised head dims
+    CheckCachedAttention(torch::kFloat, 128, T, 1e-5);
+  }
+}
+
+TEST(CachedAttentionTest, RejectsBadInput) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor q = torch::randn({1, 4, 1, 6}), kv = torch::randn({1, 2, 8, 6});
+  EXPECT_THROW(CachedAttention(q, kv, kv, {8}, 1.0), Error);       // prefix + T > capacity
+  EXPECT_THROW(CachedAttention(q, kv, kv, {1, 2}, 1.0), Error);    // prefix is not [B]
+  EXPECT_THROW(CachedAttention(q.to(torch::kDouble), kv, kv, {1}, 1.0), Error);  // mixed dtypes
+  torch::Tensor kv3 = torch::randn({1, 3, 8, 6});
+  EXPECT_THROW(CachedAttention(q, kv3, kv3, {1}, 1.0), Error);     // 4 heads, 3 kv heads
+}
+
+// The layer's no-grad decode path (T <= 8) against the oracle layer over each row's whole
+// sequence: rows with different cached lengths in one batch (one of them empty, one longer than
+// a key chunk), a cache whose capacity is exactly the longest prefix (so the first step must
+// grow it), steps of 1 to 3 tokens.
+TEST(SoftmaxLayer, DecodeFastPathMatchesReferenceWithRaggedRowsAndGrowingCache) {
+  SoftmaxAttention ref_layer = MakeLayer(64, 24);
+  torch::manual_seed(25);
+  const std::vector<int64_t> prefix = {0, 4, 300};
+  const std::vector<int64_t> steps = {1, 1, 2, 1, 3, 1};
+  int64_t added = 0;
+  for (int64_t n : steps) added += n;
+  const int64_t B = 3, Hkv = 2, D = 6;
+  std::vector<torch::Tensor> seqs;  // [1, prefix + added, 12] fp64 each
+  for (int64_t b = 0; b < B; ++b) seqs.push_back(torch::randn({1, prefix[b] + added, 12}, kF64));
+  std::vector<torch::Tensor> refs;  // [1, L, 12]: the oracle layer over the whole sequence
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t L = seqs[b].size(1);
+    refs.push_back(RefLayer(ref_layer, seqs[b], Iota(1, L), CausalFrom(0)).detach());
+  }
+
+  for (torch::ScalarType dtype : {torch::kDouble, torch::kFloat}) {
+    SCOPED_TRACE(::testing::Message() << dtype);
+    const double tol = dtype == torch::kDouble ? 1e-12 : 2e-5;
+    SoftmaxAttention layer = MakeLayer(64, 24);  // same weights as ref_layer
+    layer->to(dtype);
+    torch::NoGradGuard no_grad;
+    SoftmaxLayerCache cache;
+    const int64_t cap = prefix.back();
+    cache.k = torch::zeros({B, Hkv, cap, D}, torch::TensorOptions().dtype(dtype));
+    cache.v = torch::zeros({B, Hkv, cap, D}, torch::TensorOptions().dtype(dtype));
+    for (int64_t b = 0; b < B; ++b) {
+      if (prefix[b] == 0) continue;
+      SoftmaxLayerCache row;  // prefill alone (T > 8: the general path)
+      layer->forward(seqs[b].narrow(1, 0, prefix[b]).to(dtype), {}, &row);
+      cache.k[b].narrow(1, 0, prefix[b]).copy_(row.k[0].narrow(1, 0, prefix[b]));
+      cache.v[b].narrow(1, 0, prefix[b]).copy_(row.v[0].narrow(1, 0, prefix[b]));
+    }
+    cache.lengths = torch::tensor(prefix);
+
+    int64_t done = 0;
+    for (int64_t n : steps) {
+      std::vector<torch::Tensor> xs;
+      for (int64_t b = 0; b < B; ++b) xs.push_back(seqs[b].narrow(1, prefix[b] + done, n));
+      torch::Tensor out = layer->forward(torch::cat(xs, 0).to(dtype), {}, &cache);  // [B, n, 12]
+      EXPECT_EQ(out.scalar_type(), dtype);
+      for (int64_t b = 0; b < B; ++b) {
+        EXPECT_LT(MaxAbsDiff(out[b], refs[b][0].narrow(0, prefix[b] + done, n)), tol)
+            << "row " << b << " tokens [" << prefix[b] + done << ", " << prefix[b] + done + n << ")";
+      }
+      done += n;
+      std::vector<int64_t> want(prefix);
+      for (auto& l : want) l += done;
+      EXPECT_TRUE(torch::equal(cache.lengths, torch::tensor(want)));
+    }
+    EXPECT_GE(cache.k.size(2), prefix.back() + added);  // grew (amortised doubling)
+    EXPECT_LE(cache.k.size(2), 2 * cap);
+    EXPECT_EQ(cache.k.scalar_type(), dtype);
+  }
 }
 
 TEST(SoftmaxLayer, RejectsBadInput) {

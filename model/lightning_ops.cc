@@ -510,35 +510,7 @@ LightningResult LightningAttentionChunked(const torch::Tensor& q, const torch::T
   return r;
 }
 
-LightningResult LightningDecodeStep(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                    const torch::Tensor& slopes, const torch::Tensor& state) {
-  LR_CHECK(q.defined() && q.dim() == 4 && q.size(2) == 1,
-           "LightningDecodeStep: q must be [B, H, 1, D], got ", q.defined() ? q.sizes() : torch::IntArrayRef{});
-  LR_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), "LightningDecodeStep: q, k, v shapes differ: ",
-           q.sizes(), " ", k.sizes(), " ", v.sizes());
-  const auto dt = q.scalar_type();
-  LR_CHECK(dt == torch::kFloat32 || dt == torch::kFloat64, "LightningDecodeStep: q must be fp32 or fp64, got ", dt);
-  const int64_t B = q.size(0), H = q.size(1), D = q.size(3);
-  LR_CHECK(slopes.defined() && slopes.numel() == H, "LightningDecodeStep: slopes must be [H = ", H, "]");
-  const torch::Tensor kv = k.transpose(2, 3) * v;  // [B, H, D, D] = k_tᵀ v_t
-  torch::Tensor next;
-  if (state.defined()) {
-    LR_CHECK(state.dim() == 4 && state.size(0) == B && state.size(1) == H && state.size(2) == D &&
-                 state.size(3) == D,
-             "LightningDecodeStep: state must be [B, H, D, D] = [", B, ", ", H, ", ", D, ", ", D, "], got ",
-             state.sizes());
-    LR_CHECK(state.scalar_type() == dt, "LightningDecodeStep: state dtype ", state.scalar_type(),
-             " differs from q's ", dt);
-    const torch::Tensor lambda = torch::exp(-slopes.reshape({1, H, 1, 1}).to(dt));  // λ = exp(-s)
-    next = torch::addcmul(kv, state, lambda);
-  } else {
-    next = kv;
-  }
-  LightningResult r;
-  r.out = torch::matmul(q, next);  // [B, H, 1, D]
-  r.state = next;
-  return r;
-}
+// LightningDecodeStep: model/lightning_decode.cc.
 
 double LightningForwardFlops(int64_t batch_heads, int64_t T, int64_t D, int64_t block_size) {
   const double m = static_cast<double>(std::min(block_size, T));

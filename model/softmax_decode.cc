@@ -14,7 +14,7 @@
 // chunks of each query row in chunk order: M = max m_c, out = sum e^(m_c - M) acc_c /
 // sum e^(m_c - M) l_c. The chunk boundaries depend on nothing but the key positions and the
 // merge order is fixed, so a row's result is bitwise independent of the thread count and of the
-// other rows of the batch.
+// other rows of the batch. Threads are used only above kParallelKeyRows of work.
 //
 // Vector code. The kernel is a template compiled twice on x86-64 with GCC/Clang: for the
 // baseline ISA, and with target("avx2,fma") plus fixed head dims (32, 64, 128), chosen at run
@@ -44,6 +44,8 @@ namespace {
 
 // Keys per split-K task. Fixed (never derived from the thread count): see the file comment.
 constexpr int64_t kKeyChunk = 256;
+// Key x query-row pairs (summed over rows and kv heads) below which one thread does the work.
+constexpr int64_t kParallelKeyRows = 65536;
 
 // Everything a task needs; pointers into the caller's tensors.
 template <typename S>
@@ -381,8 +383,16 @@ void CachedAttentionImpl(DecodeArgs<S> a, S* out) {
   a.partial = partial.data();
   const TaskFn<S> run = PickKernel<S>(a.D);
   const int64_t tasks = a.B * a.Hkv * a.nchunk;
-  // ~4 chunks per thread at least: below that, waking the pool costs more than it saves.
-  at::parallel_for(0, tasks, 4, [&](int64_t begin, int64_t end) { run(a, begin, end); });
+  // Threads only for long work (~1-2 ns per key and query row on one core): a parallel region
+  // costs microseconds to start and, on a loaded machine, can wait a scheduler slice for its
+  // second thread, so short decode steps run on the calling thread.
+  int64_t key_rows = 0;
+  for (int64_t b = 0; b < a.B; ++b) key_rows += (a.prefix[b] + a.T) * a.Hkv * a.R;
+  if (key_rows < kParallelKeyRows) {
+    run(a, 0, tasks);
+  } else {
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) { run(a, begin, end); });
+  }
   MergeChunks(a, out);
 }
 

@@ -256,6 +256,46 @@ TEST_F(LightningTest, PrefillThenDecodeEqualsLongPrefill) {
   EXPECT_LT(RelMaxErr(first.out, full.out.narrow(2, 0, 1)), 1e-6);
 }
 
+// The decode step's two implementations (plain loops without autograd, tensor ops with it)
+// against the recurrence written out per (row, head) in fp64, on strided views of one qkv
+// tensor (the layout the layer passes) and with head dims that are and are not vector widths.
+TEST_F(LightningTest, DecodeStepPlainLoopsAndTensorOpsMatchTheRecurrence) {
+  for (int64_t D : {5, 32}) {
+    SCOPED_TRACE(::testing::Message() << "D " << D);
+    const int64_t B = 3, H = 4;
+    const Tensor qkv = SiluInput({B, 1, H, 3 * D}, kF64);
+    const Tensor q = qkv.narrow(3, 0, D).transpose(1, 2), k = qkv.narrow(3, D, D).transpose(1, 2),
+                 v = qkv.narrow(3, 2 * D, D).transpose(1, 2);  // [B, H, 1, D] strided views
+    const Tensor s = LightningSlopes(H, 2, 8);
+    const Tensor state = SiluInput({B, H, D, D}, kF64, 0.5);
+    // Oracle: S' = exp(-s) S + k^T v, o = q S', one (row, head) at a time.
+    Tensor want_state = torch::empty({B, H, D, D}, kF64), want_out = torch::empty({B, H, 1, D}, kF64);
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t h = 0; h < H; ++h) {
+        const double lam = std::exp(-s[h].item<double>());
+        Tensor next = state[b][h] * lam + torch::outer(k[b][h][0], v[b][h][0]);
+        want_state[b][h].copy_(next);
+        want_out[b][h].copy_(torch::matmul(q[b][h], next));
+      }
+    }
+    {
+      torch::NoGradGuard no_grad;  // plain loops
+      auto r = LightningDecodeStep(q, k, v, s, state);
+      EXPECT_LT(RelMaxErr(r.out, want_out), 1e-12);
+      EXPECT_LT(RelMaxErr(r.state, want_state), 1e-12);
+      auto r0 = LightningDecodeStep(q, k, v, s, {});  // empty state = zeros
+      EXPECT_LT(RelMaxErr(r0.state, torch::matmul(k.transpose(2, 3), v)), 1e-12);  // k^T v
+      auto r32 = LightningDecodeStep(q.to(kF32), k.to(kF32), v.to(kF32), s, state.to(kF32));
+      EXPECT_LT(RelMaxErr(r32.out, want_out), 1e-5);
+    }
+    Tensor qg = q.clone().requires_grad_(true);  // tensor ops, differentiable
+    auto rg = LightningDecodeStep(qg, k, v, s, state);
+    EXPECT_LT(RelMaxErr(rg.out.detach(), want_out), 1e-12);
+    rg.out.sum().backward();
+    EXPECT_LT(RelMaxErr(qg.grad(), want_state.sum(-1).unsqueeze(2)), 1e-12);  // d(sum q S')/dq = rowsum S'
+  }
+}
+
 // ---- packed documents (§3.8) ---------------------------------------------------------------
 
 TEST_F(LightningTest, PackedDocumentsEqualSeparateRuns) {

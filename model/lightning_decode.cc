@@ -1,0 +1,122 @@
+// LightningDecodeStep (model/lightning_ops.h): the recurrent decode step of lightning attention,
+// S' = λ S + kᵀ v, o = q S' (hybrid_model.md §3.5).
+//
+// Two implementations of the same math:
+//   * no autograd needed (serving), CPU, fp32/fp64: one pass of plain loops per (row, head):
+//     each state row S[d, :] is read once, decayed, updated with k[d] v and written to the new
+//     state, and q[d] S'[d, :] accumulates into o. The libtorch version costs a [B, H, D, D]
+//     temporary for kᵀ v, an addcmul, and a batched matmul of B*H products of 1 x D by D x D
+//     (one BLAS call each: at B = 64, H = 4 that is 256 calls per layer per token).
+//     Work is split over (row, head) with at::parallel_for only when it is large (M1 sizes):
+//     for the tiny model at B = 64 a whole step is tens of microseconds, less than waking a
+//     second thread costs on a loaded machine.
+//   * otherwise the plain tensor ops (autograd flows through them).
+// λ = exp(-slope) is formed with the same libtorch op in both, so the decay factors are equal.
+// Compiled with -O3 (model/CMakeLists.txt) so the loops over the head dim vectorise.
+#include <algorithm>
+#include <cmath>
+
+#include "core/check.h"
+#include "model/lightning_ops.h"
+
+namespace lightrl::model {
+
+namespace {
+
+// Elements of B*H*D*D below which the step runs on the calling thread.
+constexpr int64_t kParallelStateElements = int64_t{1} << 22;
+
+template <typename S>
+void DecodeRows(const S* q, const S* k, const S* v, int64_t qs_bh, const S* state, const S* lambda, int64_t H,
+                int64_t D, S* next, S* out, int64_t begin, int64_t end) {
+  // q/k/v row (b, h) at q + bh * qs_bh (unit stride in D); state/next [BH, D, D]; out [BH, D].
+  for (int64_t bh = begin; bh < end; ++bh) {
+    const S* qr = q + bh * qs_bh;
+    const S* kr = k + bh * qs_bh;
+    const S* vr = v + bh * qs_bh;
+    const S lam = lambda[bh % H];
+    S* o = out + bh * D;
+    for (int64_t e = 0; e < D; ++e) o[e] = 0;
+    for (int64_t d = 0; d < D; ++d) {
+      const S kd = kr[d], qd = qr[d];
+      S* __restrict nrow = next + (bh * D + d) * D;
+      if (state != nullptr) {
+        const S* __restrict srow = state + (bh * D + d) * D;
+        for (int64_t e = 0; e < D; ++e) nrow[e] = srow[e] * lam + kd * vr[e];
+      } else {
+        for (int64_t e = 0; e < D; ++e) nrow[e] = kd * vr[e];
+      }
+      for (int64_t e = 0; e < D; ++e) o[e] += qd * nrow[e];
+    }
+  }
+}
+
+}  // namespace
+
+LightningResult LightningDecodeStep(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                    const torch::Tensor& slopes, const torch::Tensor& state) {
+  LR_CHECK(q.defined() && q.dim() == 4 && q.size(2) == 1,
+           "LightningDecodeStep: q must be [B, H, 1, D], got ", q.defined() ? q.sizes() : torch::IntArrayRef{});
+  LR_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), "LightningDecodeStep: q, k, v shapes differ: ",
+           q.sizes(), " ", k.sizes(), " ", v.sizes());
+  const auto dt = q.scalar_type();
+  LR_CHECK(dt == torch::kFloat32 || dt == torch::kFloat64, "LightningDecodeStep: q must be fp32 or fp64, got ", dt);
+  LR_CHECK(k.scalar_type() == dt && v.scalar_type() == dt, "LightningDecodeStep: k and v must be ", dt);
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3);
+  LR_CHECK(slopes.defined() && slopes.numel() == H, "LightningDecodeStep: slopes must be [H = ", H, "]");
+  if (state.defined()) {
+    LR_CHECK(state.dim() == 4 && state.size(0) == B && state.size(1) == H && state.size(2) == D &&
+                 state.size(3) == D,
+             "LightningDecodeStep: state must be [B, H, D, D] = [", B, ", ", H, ", ", D, ", ", D, "], got ",
+             state.sizes());
+    LR_CHECK(state.scalar_type() == dt, "LightningDecodeStep: state dtype ", state.scalar_type(),
+             " differs from q's ", dt);
+  }
+  const torch::Tensor lambda = torch::exp(-slopes.reshape({H}).to(q.device(), dt));  // [H] λ = exp(-s)
+  const bool grad = torch::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad() ||
+                                                      (state.defined() && state.requires_grad()));
+  const bool cpu = q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu() &&
+                   (!state.defined() || state.device().is_cpu());
+  LightningResult r;
+  if (grad || !cpu) {
+    const torch::Tensor kv = k.transpose(2, 3) * v;  // [B, H, D, D] = k_tᵀ v_t
+    const torch::Tensor next = state.defined() ? torch::addcmul(kv, state, lambda.reshape({1, H, 1, 1})) : kv;
+    r.out = torch::matmul(q, next);  // [B, H, 1, D]
+    r.state = next;
+    return r;
+  }
+  // Plain-loop path. q/k/v rows may be strided views of one qkv tensor: the loops need unit
+  // stride in D and one stride between (b, h) rows shared by q, k and v.
+  torch::Tensor qc = q, kc = k, vc = v;
+  auto rows_ok = [&](const torch::Tensor& t) {
+    return t.stride(3) == 1 && (H == 1 || t.stride(0) == H * t.stride(1)) && t.stride(1) == q.stride(1) &&
+           t.stride(0) == q.stride(0);
+  };
+  if (!rows_ok(q) || !rows_ok(k) || !rows_ok(v)) {
+    qc = q.contiguous();
+    kc = k.contiguous();
+    vc = v.contiguous();
+  }
+  const int64_t qs_bh = H == 1 ? qc.stride(0) : qc.stride(1);
+  const torch::Tensor sc = state.defined() ? state.contiguous() : torch::Tensor();  // [B, H, D, D]
+  torch::Tensor next = torch::empty({B, H, D, D}, q.options());                   // [B, H, D, D]
+  torch::Tensor out = torch::empty({B, H, 1, D}, q.options());                    // [B, H, 1, D]
+  AT_DISPATCH_FLOATING_TYPES(dt, "LightningDecodeStep", [&] {
+    const scalar_t* sp = sc.defined() ? sc.data_ptr<scalar_t>() : nullptr;
+    auto run = [&](int64_t begin, int64_t end) {
+      DecodeRows<scalar_t>(qc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(), qs_bh, sp,
+                           lambda.data_ptr<scalar_t>(), H, D, next.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                           begin, end);
+    };
+    if (B * H * D * D < kParallelStateElements) {
+      run(0, B * H);
+    } else {
+      at::parallel_for(0, B * H, 1, run);
+    }
+  });
+  r.out = out;
+  r.state = next;
+  return r;
+}
+
+}  // namespace lightrl::model

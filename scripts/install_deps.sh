@@ -47,7 +47,9 @@ fi
 arch=$(dpkg --print-architecture)
 case "$arch" in amd64) triplet=x86_64-linux-gnu ;; arm64) triplet=aarch64-linux-gnu ;; *) triplet="" ;; esac
 if [ -n "$triplet" ]; then
-  for alt in "libblas.so.3-$triplet" "liblapack.so.3-$triplet"; do
+  # libopenblas.so.0 too: libtorch links it directly, and its default is the pthread build,
+  # whose own busy-waiting thread pool fights libgomp's for the cores.
+  for alt in "libblas.so.3-$triplet" "liblapack.so.3-$triplet" "libopenblas.so.0-$triplet"; do
     target=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas | grep openmp | head -n1 || true)
     if [ -n "$target" ]; then
       ${SUDO:-} update-alternatives --set "$alt" "$target" >/dev/null

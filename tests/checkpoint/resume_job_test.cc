@@ -30,6 +30,7 @@ namespace {
 namespace fs = std::filesystem;
 using lightrl::testing::CountLines;
 using lightrl::testing::Mpirun;
+using lightrl::testing::RankPids;
 using lightrl::testing::RunCommand;
 using RunResult = lightrl::testing::CommandResult;
 
@@ -79,23 +80,6 @@ std::map<int64_t, nlohmann::json> DeterministicMetrics(const std::string& run_di
     out[j["step"].get<int64_t>()] = kept;
   }
   return out;
-}
-
-// PIDs of this job's world-rank-`rank` processes (their command line names run_dir).
-std::vector<pid_t> RankPids(const std::string& run_dir, int rank) {
-  std::vector<pid_t> pids;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream cmd(e.path() / "cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
-    if (cmdline.find(run_dir) == std::string::npos || cmdline.find("mpirun") != std::string::npos) continue;
-    std::ifstream env(e.path() / "environ");
-    std::string environ((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
-    if (environ.find("OMPI_COMM_WORLD_RANK=" + std::to_string(rank) + std::string(1, '\0')) != std::string::npos)
-      pids.push_back(static_cast<pid_t>(std::stol(name)));
-  }
-  return pids;
 }
 
 // Starts the job in the background, waits until `lines` steps are logged plus `delay_ms`, then

@@ -136,23 +136,11 @@ TEST(TrainJobTest, KlToTheReferencePolicyAsLossTermAndAsRewardPenalty) {
   }
 }
 
-// Sends `sig` to this job's world rank `rank` (found by its environment: every rank runs the
-// same command line, which names the run directory). Returns whether one was found.
+// Sends `sig` to this job's world rank `rank`. Returns whether one was found.
 bool SignalRank(const std::string& run_dir, int rank, int sig) {
-  bool sent = false;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream cmdline_in(e.path() / "cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(cmdline_in)), std::istreambuf_iterator<char>());
-    if (cmdline.find(run_dir) == std::string::npos || cmdline.find("mpirun") != std::string::npos) continue;
-    std::ifstream env_in(e.path() / "environ");
-    std::string env((std::istreambuf_iterator<char>(env_in)), std::istreambuf_iterator<char>());
-    if (env.find("OMPI_COMM_WORLD_RANK=" + std::to_string(rank) + std::string(1, '\0')) == std::string::npos) continue;
-    ::kill(static_cast<pid_t>(std::stol(name)), sig);
-    sent = true;
-  }
-  return sent;
+  const std::vector<pid_t> pids = lightrl::testing::RankPids(run_dir, rank);
+  for (pid_t pid : pids) ::kill(pid, sig);
+  return !pids.empty();
 }
 
 struct FaultRun {

@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <vector>
 
 namespace lightrl::testing {
 
@@ -52,6 +54,25 @@ inline size_t CountLines(const std::string& path) {
 }
 
 // An empty directory under the temp dir, unique per process and name.
+// PIDs of a job's world-rank-`rank` processes: every rank runs the same command line, which
+// names run_dir (mpirun itself is skipped); the rank is read from OMPI_COMM_WORLD_RANK in its
+// environment.
+inline std::vector<pid_t> RankPids(const std::string& run_dir, int rank) {
+  std::vector<pid_t> pids;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmd(e.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    if (cmdline.find(run_dir) == std::string::npos || cmdline.find("mpirun") != std::string::npos) continue;
+    std::ifstream env(e.path() / "environ");
+    std::string environ((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
+    if (environ.find("OMPI_COMM_WORLD_RANK=" + std::to_string(rank) + std::string(1, '\0')) != std::string::npos)
+      pids.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return pids;
+}
+
 inline std::string FreshDir(const std::string& prefix, const std::string& name) {
   namespace fs = std::filesystem;
   fs::path d = fs::temp_directory_path() / (prefix + "_" + name + "_" + std::to_string(::getpid()));

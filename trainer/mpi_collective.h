@@ -1,6 +1,7 @@
 // Collective and BatchChannel over the trainer group's MPI communicator (core/comm/mpi.h,
-// core/comm/mpi_tensors.h). CPU tensors are all-reduced with MPI; a CUDA build routes the
-// gradient all-reduce through NCCL (core/comm) instead.
+// core/comm/mpi_tensors.h): CPU tensors, all-reduced with MPI. Training runs on the CPU; device
+// placement and an NCCL collective for CUDA tensors are not implemented yet (a CUDA tensor is
+// rejected by the MPI helpers with an error naming it).
 //
 // Hang guard. A blocking collective waits for every trainer rank; a rank that is alive but stuck
 // (stopped, deadlocked, swapping) would leave the others waiting forever. With a timeout > 0 a

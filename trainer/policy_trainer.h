@@ -25,7 +25,8 @@
 
 namespace lightrl::trainer {
 
-// Collectives over the trainer ranks (MPI on CPU, NCCL on GPU). A single-rank job uses
+// Collectives over the trainer ranks (MPI on CPU: MpiCollective; an NCCL implementation for
+// GPU training is not written yet). A single-rank job uses
 // LocalCollective.
 class Collective {
  public:

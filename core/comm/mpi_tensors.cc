@@ -142,7 +142,7 @@ StatusOr<protocol::WeightsManifest> MakeManifest(const NamedTensors& tensors, ui
     if (!t.defined()) return InvalidArgument("tensor '" + name + "' is undefined");
     if (!t.device().is_cpu()) {
       return InvalidArgument("tensor '" + name + "' is on " + t.device().str() +
-                             "; the MPI weight sync sends CPU tensors (use NCCL for device tensors)");
+                             "; the MPI weight sync sends CPU tensors (copy device tensors to the CPU first: there is no NCCL path yet)");
     }
     const std::optional<DType> dtype = FromTorchDtype(t.scalar_type());
     if (!dtype) {

@@ -1,6 +1,6 @@
 // Tensor collectives over MPI (CPU tensors): the data-parallel gradient all-reduce of the trainer
-// ranks and the trainer -> rollout weight broadcast with a manifest. CUDA builds use
-// core/comm/nccl.h for device tensors; these helpers reject non-CPU tensors.
+// ranks and the trainer -> rollout weight broadcast with a manifest. These helpers reject
+// non-CPU tensors; an NCCL path for device tensors is not implemented yet.
 //
 // Both functions are collectives: every rank of `comm` must call them, in the same order. They
 // validate first and agree on the outcome (AgreeOnStatus), so a rank with bad input makes every

@@ -571,33 +571,14 @@ void Trainer::Advantages(std::vector<Sample>* samples, StepMetrics* metrics) {
 }
 
 void Trainer::CriticAdvantages(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics) {
-  const int rank = ports_.collective->rank(), world = ports_.collective->size();
-  // Every rank needs every sample's values (advantages are whitened over the whole batch):
-  // compute a round-robin shard, then sum the zero-padded [total tokens] buffer over ranks
-  // (x + 0 is exact, so every rank holds bit-identical values).
-  std::vector<int64_t> mine, offsets;
-  int64_t total_tokens = 0;
-  for (size_t i = 0; i < order.size(); ++i) {
-    offsets.push_back(total_tokens);
-    total_tokens += static_cast<int64_t>((*samples)[order[i]].response_ids.size());
-    if (static_cast<int>(i % world) == rank) mine.push_back(order[i]);
-  }
-  critic_->ComputeValues(*samples, mine, config_.trainer.micro_batch_tokens);
-  if (world > 1) {
-    std::vector<torch::Tensor> buffer{torch::zeros({total_tokens}, torch::kFloat32)};  // [total tokens] fp32
-    float* p = buffer[0].data_ptr<float>();
-    for (size_t i = 0; i < order.size(); ++i) {
-      if (static_cast<int>(i % world) != rank) continue;
-      const Sample& s = (*samples)[order[i]];
-      std::copy(s.values.begin(), s.values.end(), p + offsets[i]);
-    }
-    ports_.collective->AllReduceSum(buffer);
-    p = buffer[0].data_ptr<float>();
-    for (size_t i = 0; i < order.size(); ++i) {
-      Sample& s = (*samples)[order[i]];
-      s.values.assign(p + offsets[i], p + offsets[i] + s.response_ids.size());
-    }
-  }
+  // Every rank needs every sample's values (advantages are whitened over the whole batch).
+  const std::vector<std::vector<float>> values = ShardedTokenRows(
+      *samples, order,
+      [&](const std::vector<int64_t>& shard) {
+        critic_->ComputeValues(*samples, shard, config_.trainer.micro_batch_tokens);
+      },
+      [](const Sample& s) { return s.values; });
+  for (size_t i = 0; i < order.size(); ++i) (*samples)[order[i]].values = values[i];
   WriteTokenAdvantages(hooks_, samples, order, kl_token_penalties_);
   kl_token_penalties_.clear();
   double sum = 0, abs_sum = 0, tokens = 0, value_sum = 0, return_sum = 0;
@@ -632,8 +613,42 @@ std::vector<int64_t> Trainer::UpdateShard(const std::vector<int64_t>& order) con
   return mine;
 }
 
-void Trainer::RefLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics) {
+std::vector<std::vector<float>> Trainer::ShardedTokenRows(
+    const std::vector<Sample>& samples, const std::vector<int64_t>& order,
+    const std::function<void(const std::vector<int64_t>& shard)>& compute,
+    const std::function<std::vector<float>(const Sample&)>& row) {
   const int rank = ports_.collective->rank(), world = ports_.collective->size();
+  std::vector<int64_t> shard, offsets;
+  int64_t total_tokens = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    offsets.push_back(total_tokens);
+    total_tokens += static_cast<int64_t>(samples[order[i]].response_ids.size());
+    if (static_cast<int>(i % world) == rank) shard.push_back(order[i]);
+  }
+  compute(shard);
+  // The zero-padded [total tokens] buffer summed over ranks: x + 0 is exact, so every rank
+  // holds bit-identical rows.
+  std::vector<torch::Tensor> buffer{torch::zeros({total_tokens}, torch::kFloat32)};  // [total tokens] fp32
+  float* p = buffer[0].data_ptr<float>();
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (static_cast<int>(i % world) != rank) continue;
+    const Sample& s = samples[order[i]];
+    const std::vector<float> r = row(s);
+    LR_CHECK(r.size() == s.response_ids.size(), "sample ", s.sample_id, ": ", r.size(), " values for ",
+             s.response_ids.size(), " response tokens");
+    std::copy(r.begin(), r.end(), p + offsets[i]);
+  }
+  if (world > 1) ports_.collective->AllReduceSum(buffer);
+  p = buffer[0].data_ptr<float>();
+  std::vector<std::vector<float>> rows;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const int64_t R = static_cast<int64_t>(samples[order[i]].response_ids.size());
+    rows.emplace_back(p + offsets[i], p + offsets[i] + R);
+  }
+  return rows;
+}
+
+void Trainer::RefLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics) {
   const int64_t mbt = config_.trainer.micro_batch_tokens;
   const double temperature = config_.rollout.temperature;
   auto write_ref = [](Sample& s, std::vector<float> v) { s.ref_logprobs = std::move(v); };
@@ -656,25 +671,16 @@ void Trainer::RefLogProbs(std::vector<Sample>* samples, const std::vector<int64_
     (*metrics)["kl/behaviour_vs_ref"] = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
     return;
   }
-  // Reward penalty: every rank needs every sample's penalty (advantages are batch statistics):
-  // a round-robin shard each, then the zero-padded [total tokens] buffer is summed over ranks.
-  std::vector<int64_t> shard, offsets;
-  int64_t total_tokens = 0;
-  for (size_t i = 0; i < order.size(); ++i) {
-    offsets.push_back(total_tokens);
-    total_tokens += static_cast<int64_t>((*samples)[order[i]].response_ids.size());
-    if (static_cast<int>(i % world) == rank) shard.push_back(order[i]);
-  }
-  ResponseLogProbs(reference_, *samples, shard, mbt, temperature, write_ref);
-  std::vector<torch::Tensor> buffer{torch::zeros({total_tokens}, torch::kFloat32)};  // [total tokens] fp32
-  float* p = buffer[0].data_ptr<float>();
-  for (size_t i = 0; i < order.size(); ++i) {
-    if (static_cast<int>(i % world) != rank) continue;
-    const torch::Tensor kl = kl_of((*samples)[order[i]]);
-    std::copy(kl.data_ptr<float>(), kl.data_ptr<float>() + kl.size(0), p + offsets[i]);
-  }
-  if (world > 1) ports_.collective->AllReduceSum(buffer);
-  p = buffer[0].data_ptr<float>();
+  // Reward penalty: every rank needs every sample's penalty (advantages are batch statistics).
+  const std::vector<std::vector<float>> kl_rows = ShardedTokenRows(
+      *samples, order,
+      [&](const std::vector<int64_t>& shard) {
+        ResponseLogProbs(reference_, *samples, shard, mbt, temperature, write_ref);
+      },
+      [&](const Sample& s) {
+        const torch::Tensor kl = kl_of(s);  // [R] fp32
+        return std::vector<float>(kl.data_ptr<float>(), kl.data_ptr<float>() + kl.size(0));
+      });
   kl_token_penalties_.clear();
   for (size_t i = 0; i < order.size(); ++i) {
     Sample& s = (*samples)[order[i]];
@@ -682,8 +688,8 @@ void Trainer::RefLogProbs(std::vector<Sample>* samples, const std::vector<int64_
     double seq = 0;
     std::vector<float> penalty(R);
     for (size_t t = 0; t < R; ++t) {
-      seq += p[offsets[i] + static_cast<int64_t>(t)];
-      penalty[t] = static_cast<float>(-hooks_.kl_coef * p[offsets[i] + static_cast<int64_t>(t)]);
+      seq += kl_rows[i][t];
+      penalty[t] = static_cast<float>(-hooks_.kl_coef * kl_rows[i][t]);
     }
     kl_sum += seq;
     tokens += static_cast<double>(R);

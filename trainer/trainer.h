@@ -165,6 +165,13 @@ class Trainer {
   // are summed over ranks, then subtracted from the rewards (scalar estimators) or kept per
   // token (GAE, in kl_token_penalties_).
   void RefLogProbs(std::vector<Sample>* samples, const std::vector<int64_t>& order, StepMetrics* metrics);
+  // Per-token rows [order.size()][R] of every sample of `order` on every rank: compute(shard)
+  // fills this rank's round-robin shard, row(sample) reads a sample of it; the rows are then
+  // summed over ranks (bit-identical everywhere).
+  std::vector<std::vector<float>> ShardedTokenRows(const std::vector<Sample>& samples,
+                                                   const std::vector<int64_t>& order,
+                                                   const std::function<void(const std::vector<int64_t>& shard)>& compute,
+                                                   const std::function<std::vector<float>(const Sample&)>& row);
   // The samples of `order` this rank trains (the assignment of PolicyTrainer::Update).
   std::vector<int64_t> UpdateShard(const std::vector<int64_t>& order) const;
   // Sends the policy to the rollout side, as a new version or (resume) as the current one.

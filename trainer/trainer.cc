@@ -200,8 +200,9 @@ GeneratedBatch Trainer::TakeBatch(int64_t step, StepMetrics* metrics) {
     if (config_.rollout.max_staleness > 0) (*metrics)["async/prefetched"] = 0.0;
   }
   pending_.reset();
-  // Time the step waited for its batch (the whole generation when it was not prefetched).
-  (*metrics)["time/generation_wait_s"] = Seconds(t);
+  // Async only: the time the step waited for its batch (the whole generation when nothing was
+  // prefetched). In synchronous mode it would only repeat the generation phases' own times.
+  if (config_.rollout.max_staleness > 0) (*metrics)["time/generation_wait_s"] = Seconds(t);
   return batch;
 }
 

@@ -56,4 +56,16 @@ std::vector<MicroBatch> PackMicroBatches(const std::vector<Sample>& samples, con
   return out;
 }
 
+std::vector<int64_t> MiniBatchShard(const std::vector<int64_t>& order, int64_t updates, int64_t m, int rank,
+                                    int world) {
+  LR_CHECK(updates >= 1 && m >= 0 && m < updates, "MiniBatchShard: mini-batch ", m, " of ", updates);
+  LR_CHECK(world >= 1 && rank >= 0 && rank < world, "MiniBatchShard: rank ", rank, " of ", world);
+  const int64_t total = static_cast<int64_t>(order.size());
+  const int64_t begin = total * m / updates, end = total * (m + 1) / updates;
+  std::vector<int64_t> mine;
+  for (int64_t i = begin; i < end; ++i)
+    if ((i - begin) % world == rank) mine.push_back(order[i]);
+  return mine;
+}
+
 }  // namespace lightrl::trainer

@@ -59,4 +59,12 @@ struct MicroBatch {
 std::vector<MicroBatch> PackMicroBatches(const std::vector<Sample>& samples, const std::vector<int64_t>& indices,
                                          int64_t max_tokens);
 
+// The data-parallel assignment of one rollout batch's updates: `order` is split into `updates`
+// contiguous mini-batches, slice m = [total*m/updates, total*(m+1)/updates); trainer rank `rank`
+// of `world` trains the entries i of slice m with (i - begin) % world == rank. Returns those
+// entries of `order` (PolicyTrainer::Update, Critic::Update and the trainer's per-rank phases
+// all use this one assignment).
+std::vector<int64_t> MiniBatchShard(const std::vector<int64_t>& order, int64_t updates, int64_t m, int rank,
+                                    int world);
+
 }  // namespace lightrl::trainer

@@ -75,14 +75,11 @@ StepMetrics Critic::Update(std::vector<Sample>& samples, const std::vector<int64
   model_->train();
   double loss_sum = 0, grad_norm_sum = 0, clip_sum = 0, token_sum = 0;
   for (int64_t m = 0; m < updates; ++m) {
-    const int64_t begin = total * m / updates, end = total * (m + 1) / updates;
     std::vector<int64_t> mine;
     double local_tokens = 0;
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t idx = global_order[i];
+    for (int64_t idx : MiniBatchShard(global_order, updates, m, rank, world)) {
       const Sample& s = samples[idx];
       if (s.response_ids.empty()) continue;
-      if ((i - begin) % world != rank) continue;
       mine.push_back(idx);
       local_tokens += static_cast<double>(s.response_ids.size());
     }

@@ -602,14 +602,13 @@ void Trainer::CriticAdvantages(std::vector<Sample>* samples, const std::vector<i
 }
 
 std::vector<int64_t> Trainer::UpdateShard(const std::vector<int64_t>& order) const {
-  const int rank = ports_.collective->rank(), world = ports_.collective->size();
   const int64_t total = static_cast<int64_t>(order.size());
   const int64_t updates = std::min<int64_t>(std::max<int64_t>(1, hooks_.updates_per_rollout), std::max<int64_t>(1, total));
   std::vector<int64_t> mine;
   for (int64_t m = 0; m < updates; ++m) {
-    const int64_t begin = total * m / updates, end = total * (m + 1) / updates;
-    for (int64_t i = begin; i < end; ++i)
-      if ((i - begin) % world == rank) mine.push_back(order[i]);
+    const std::vector<int64_t> part =
+        MiniBatchShard(order, updates, m, ports_.collective->rank(), ports_.collective->size());
+    mine.insert(mine.end(), part.begin(), part.end());
   }
   return mine;
 }

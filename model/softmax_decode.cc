@@ -63,18 +63,27 @@ struct DecodeArgs {
 // exp(x) for x <= 0 (x - running max), fp32. Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2,
 // the Cephes expf polynomial for e^r, and 2^n from the exponent bits. Inputs below -87 give
 // ~1e-38 instead of 0 (harmless: they only ever add to a sum that holds a 1).
-LIGHTRL_ALWAYS_INLINE float ExpNonPositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  const float t = x * 1.44269504088896341f;
-  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+// The steps shared by the scalar and the 8-lane version (T = float or V8, so both give the same
+// bits per element): x (already clamped) -> n (the power of 2, as a float) and e^r.
+template <class T>
+LIGHTRL_ALWAYS_INLINE T ExpReduced(T x, T* n_out) {
+  const T t = x * 1.44269504088896341f;
+  const T n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
+  const T r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  T p = T{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
+  *n_out = n;
+  return p * (r * r) + r + 1.0f;
+}
+
+LIGHTRL_ALWAYS_INLINE float ExpNonPositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  float n;
+  const float p = ExpReduced(x, &n);
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
@@ -182,16 +191,8 @@ LIGHTRL_ALWAYS_INLINE V8 Exp8(V8 x) {
   const V8 lo = V8{} - 87.0f;
   const V8i below = x < lo;  // -1 where x < -87
   x = reinterpret_cast<V8>((reinterpret_cast<V8i>(x) & ~below) | (reinterpret_cast<V8i>(lo) & below));
-  const V8 t = x * 1.44269504088896341f;
-  const V8 n = (t + 12582912.0f) - 12582912.0f;
-  const V8 r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  V8 p = V8{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
+  V8 n;
+  const V8 p = ExpReduced(x, &n);
   const V8i bits = (__builtin_convertvector(n, V8i) + 127) << 23;
   return p * reinterpret_cast<V8>(bits);
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/check.h"
+#include "model/fused_decode.h"
 
 namespace lightrl::model {
 
@@ -270,6 +271,8 @@ ModelOutput HybridModelImpl::forward(const torch::Tensor& input_ids, const Forwa
              "HybridModel::forward: token id out of range [0, ", config_.vocab_size, "): min ",
              lo.item<int64_t>(), ", max ", hi.item<int64_t>());
   }
+
+  if (FusedDecodeApplies(*this, input_ids, ctx, cache, options)) return FusedDecodeStep(*this, input_ids, cache, options);
 
   std::vector<torch::Tensor> router_logits;
   torch::Tensor x = model->embed_tokens->forward(input_ids);  // [B, T, C]

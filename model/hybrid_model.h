@@ -73,6 +73,11 @@ class DecoderLayerImpl : public torch::nn::Module {
                         std::vector<torch::Tensor>* router_logits);
 
   AttnType attn_type() const { return attn_type_; }
+  bool postnorm() const { return postnorm_; }
+  double alpha_attn() const { return alpha_attn_; }
+  double beta_attn() const { return beta_attn_; }
+  double alpha_mlp() const { return alpha_mlp_; }
+  double beta_mlp() const { return beta_mlp_; }
 
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LightningAttention lightning{nullptr};  // registered as "self_attn" when attn_type == 0
@@ -110,6 +115,9 @@ struct ForwardOptions {
   bool compute_aux_loss = false;
   // [B, T] bool; tokens that count for the aux loss (padding excluded). Undefined = all.
   torch::Tensor aux_token_mask;
+  // Let a decode step that qualifies run fused (model/fused_decode.h: CPU, fp32, T == 1 with a
+  // cache, no autograd). false = the module-by-module path (tests compare the two).
+  bool fused_decode = true;
 };
 
 struct ModelOutput {

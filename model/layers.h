@@ -71,13 +71,17 @@ class LightningAttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const ForwardContext& ctx,
                         LightningLayerCache* cache = nullptr);
   torch::Tensor slopes() const { return slopes_; }  // [H] fp32, per-layer decay rates s_h*f(l)
+  // [H] fp32 λ = exp(-slopes), formed by the same op as LightningDecodeStep's (equal bits).
+  torch::Tensor decay() const { return decay_; }
+  int64_t num_heads() const { return num_heads_; }
+  int64_t head_dim() const { return head_dim_; }
 
   torch::nn::Linear qkv_proj{nullptr}, output_gate{nullptr}, out_proj{nullptr};
   RMSNorm norm{nullptr};
 
  private:
   int64_t num_heads_, head_dim_, block_size_;
-  torch::Tensor slopes_;
+  torch::Tensor slopes_, decay_;
 };
 TORCH_MODULE(LightningAttention);
 
@@ -175,6 +179,20 @@ class SoftmaxAttentionImpl : public torch::nn::Module {
   // ctx.cu_seqlens (packed documents) cannot be combined with a cache.
   torch::Tensor forward(const torch::Tensor& x, const ForwardContext& ctx,
                         SoftmaxLayerCache* cache = nullptr);
+
+  // The cache bookkeeping of a call with T new tokens per row (used by forward and by the fused
+  // decode step, model/fused_decode.h): checks that `cache` holds B rows of [B, Hkv, capacity, D]
+  // in `dtype` (or is empty), grows the capacity to hold the longest row plus T (amortised
+  // doubling; new slots zero), makes k/v contiguous when `contiguous`, and returns the row
+  // lengths before the call ([B]). Does not advance the lengths.
+  std::vector<int64_t> ReserveCache(SoftmaxLayerCache* cache, int64_t B, int64_t T, torch::ScalarType dtype,
+                                    const torch::Device& device, bool contiguous) const;
+
+  int64_t num_heads() const { return num_heads_; }
+  int64_t num_kv_heads() const { return num_kv_heads_; }
+  int64_t head_dim() const { return head_dim_; }
+  int64_t rotary_dim() const { return rotary_dim_; }
+  double rope_theta() const { return rope_theta_; }
 
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 

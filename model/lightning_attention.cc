@@ -19,6 +19,7 @@ LightningAttentionImpl::LightningAttentionImpl(const ModelConfig& config, int64_
   out_proj = register_module("out_proj", torch::nn::Linear(torch::nn::LinearOptions(inner, C).bias(false)));
   // A plain fp32 tensor, not a buffer: SetBodyDtype / module.to(bf16) must never touch it.
   slopes_ = LightningSlopes(num_heads_, layer_idx, config.num_hidden_layers);
+  decay_ = torch::exp(-slopes_.reshape({num_heads_}));
 }
 
 torch::Tensor LightningAttentionImpl::forward(const torch::Tensor& x, const ForwardContext& ctx,

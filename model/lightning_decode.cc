@@ -53,6 +53,11 @@ void DecodeRows(const S* q, const S* k, const S* v, int64_t qs_bh, const S* stat
 
 }  // namespace
 
+void LightningDecodeRowsF32(const float* q, const float* k, const float* v, int64_t row_stride, const float* state,
+                            const float* decay, int64_t rows, int64_t H, int64_t D, float* next_state, float* out) {
+  DecodeRows<float>(q, k, v, row_stride, state, decay, H, D, next_state, out, 0, rows);
+}
+
 LightningResult LightningDecodeStep(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                     const torch::Tensor& slopes, const torch::Tensor& state) {
   LR_CHECK(q.defined() && q.dim() == 4 && q.size(2) == 1,

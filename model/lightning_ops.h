@@ -94,6 +94,14 @@ LightningResult LightningDecodeStep(const torch::Tensor& q, const torch::Tensor&
                                     const torch::Tensor& v, const torch::Tensor& slopes,
                                     const torch::Tensor& state);
 
+// The plain-loop kernel of LightningDecodeStep for fp32 callers that hold raw buffers (the fused
+// decode step, model/fused_decode.h). `rows` (row, head) pairs r = b*H + h; row r's q, k and v
+// start at q + r*row_stride, k + r*row_stride, v + r*row_stride (unit stride along D); state
+// (nullptr = zeros) and next_state are [rows, D, D], out is [rows, D]; decay: [H] λ = exp(-slope).
+// Single-threaded; the same arithmetic as LightningDecodeStep's no-autograd CPU path.
+void LightningDecodeRowsF32(const float* q, const float* k, const float* v, int64_t row_stride, const float* state,
+                            const float* decay, int64_t rows, int64_t H, int64_t D, float* next_state, float* out);
+
 // FLOPs of one LightningAttentionChunked call as executed (forward only, B·H heads of length
 // T padded to whole blocks of size m = min(block_size, T); multiply-add = 2 FLOPs):
 //   per block of m rows: QKᵀ 2m²D, mask m², (·)V 2m²D, Q⊙a mD, (Q⊙a)S 2mD², K⊙c mD,

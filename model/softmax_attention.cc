@@ -14,12 +14,15 @@
 #include <limits>
 
 #include "core/check.h"
+#include "model/decode_kernels.h"
 #include "model/layers.h"
 
 namespace lightrl::model {
 
 namespace {
 
+using detail::RopeInto;
+using detail::RopeTables;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
@@ -217,57 +220,6 @@ std::vector<int64_t> DocStarts(const std::vector<int64_t>& cu_seqlens, int64_t T
 // beyond the projections.
 constexpr int64_t kMaxFastTokens = 8;
 
-// cos/sin of the RoPE angles of positions prefix[b] + t, exactly as ApplyRope forms them (fp64
-// angle and cos/sin, rounded to S). Returns [B * T * half] each.
-template <typename S>
-void RopeTables(const std::vector<int64_t>& prefix, int64_t T, int64_t rotary_dim, double theta,
-                std::vector<S>* cos, std::vector<S>* sin) {
-  const int64_t B = static_cast<int64_t>(prefix.size()), half = rotary_dim / 2;
-  std::vector<double> inv_freq(half);
-  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -static_cast<double>(2 * i) / rotary_dim);
-  cos->resize(B * T * half);
-  sin->resize(B * T * half);
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t t = 0; t < T; ++t) {
-      const double p = static_cast<double>(prefix[b] + t);
-      for (int64_t i = 0; i < half; ++i) {
-        const double angle = p * inv_freq[i];
-        (*cos)[(b * T + t) * half + i] = static_cast<S>(std::cos(angle));
-        (*sin)[(b * T + t) * half + i] = static_cast<S>(std::sin(angle));
-      }
-    }
-  }
-}
-
-// dst row (b, h, t) = RoPE_{(b, t)}(x[b, h, t]) for x: [B, Hx, T, D] of S with unit stride in D.
-// dst row (b, h, t) starts at dst + b * db + h * dh + (t0[b] + t) * dt (t0 empty = 0): a fresh
-// [B, Hx, T, D] buffer or the cache slots [lengths[b], lengths[b] + T). half == 0 copies x.
-// Same arithmetic as ApplyRope: (x1 * cos) - (x2 * sin), (x2 * cos) + (x1 * sin), no FMA.
-template <typename S>
-void RopeInto(const torch::Tensor& x, const std::vector<S>& cos, const std::vector<S>& sin, int64_t half,
-              int64_t rotary_dim, S* dst, int64_t db, int64_t dh, int64_t dt, const std::vector<int64_t>& t0) {
-  const int64_t B = x.size(0), Hx = x.size(1), T = x.size(2), D = x.size(3);
-  const torch::Tensor xs = x.stride(3) == 1 ? x : x.contiguous();
-  const S* base = xs.data_ptr<S>();
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < Hx; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        const S* xr = base + b * xs.stride(0) + h * xs.stride(1) + t * xs.stride(2);
-        S* y = dst + b * db + h * dh + ((t0.empty() ? 0 : t0[b]) + t) * dt;
-        const S* c = cos.data() + (b * T + t) * half;
-        const S* s = sin.data() + (b * T + t) * half;
-        for (int64_t i = 0; i < half; ++i) {
-          const S x1 = xr[i], x2 = xr[i + half];
-          const S a = x1 * c[i], bb = x2 * s[i], e = x2 * c[i], f = x1 * s[i];
-          y[i] = a - bb;
-          y[i + half] = e + f;
-        }
-        for (int64_t d = rotary_dim; d < D; ++d) y[d] = xr[d];
-      }
-    }
-  }
-}
-
 }  // namespace
 
 // ---- RoPE --------------------------------------------------------------------------------------
@@ -395,6 +347,56 @@ SoftmaxAttentionImpl::SoftmaxAttentionImpl(const ModelConfig& config, int64_t la
   o_proj = register_module("o_proj", linear(num_heads_ * head_dim_, C));
 }
 
+std::vector<int64_t> SoftmaxAttentionImpl::ReserveCache(SoftmaxLayerCache* cache, int64_t B, int64_t T,
+                                                        torch::ScalarType dtype, const torch::Device& device,
+                                                        bool contiguous) const {
+  const int64_t Hkv = num_kv_heads_, D = head_dim_;
+  std::vector<int64_t> lengths(B, 0);
+  if (cache->lengths.defined()) {
+    LR_CHECK(cache->lengths.dim() == 1 && cache->lengths.size(0) == B, "SoftmaxAttention: cache lengths must be [B = ",
+             B, "], got ", cache->lengths.sizes());
+    torch::Tensor len = cache->lengths.to(torch::kCPU, torch::kLong).contiguous();
+    for (int64_t b = 0; b < B; ++b) lengths[b] = len.data_ptr<int64_t>()[b];
+  }
+  int64_t max_len = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    LR_CHECK(lengths[b] >= 0, "SoftmaxAttention: negative cache length ", lengths[b], " in row ", b);
+    max_len = std::max(max_len, lengths[b]);
+  }
+  const int64_t need = max_len + T;
+  torch::NoGradGuard no_grad;
+  const auto options = torch::TensorOptions().dtype(dtype).device(device);
+  if (!cache->k.defined()) {
+    LR_CHECK(max_len == 0, "SoftmaxAttention: cache lengths are non-zero but the cache holds no keys");
+    cache->k = torch::zeros({B, Hkv, need, D}, options);
+    cache->v = torch::zeros({B, Hkv, need, D}, options);
+    return lengths;
+  }
+  LR_CHECK(cache->k.dim() == 4 && cache->k.size(0) == B && cache->k.size(1) == Hkv && cache->k.size(3) == D &&
+               cache->v.sizes() == cache->k.sizes(),
+           "SoftmaxAttention: cache k/v must be [B = ", B, ", Hkv = ", Hkv, ", capacity, D = ", D, "], got ",
+           cache->k.sizes(), " and ", cache->v.sizes());
+  LR_CHECK(cache->k.scalar_type() == dtype && cache->v.scalar_type() == dtype, "SoftmaxAttention: cache dtype ",
+           cache->k.scalar_type(), " does not match the compute dtype ", dtype);
+  LR_CHECK(cache->k.size(2) >= max_len, "SoftmaxAttention: cache capacity ", cache->k.size(2),
+           " is below the longest row length ", max_len);
+  const int64_t cap = cache->k.size(2);
+  if (cap < need) {
+    const int64_t new_cap = std::max(need, 2 * cap);
+    torch::Tensor nk = torch::zeros({B, Hkv, new_cap, D}, options);
+    torch::Tensor nv = torch::zeros({B, Hkv, new_cap, D}, options);
+    nk.narrow(2, 0, cap).copy_(cache->k);
+    nv.narrow(2, 0, cap).copy_(cache->v);
+    cache->k = nk;
+    cache->v = nv;
+  }
+  if (contiguous && (cache->k.stride(3) != 1 || cache->v.strides() != cache->k.strides())) {
+    cache->k = cache->k.contiguous();  // once: caches built by this layer already are
+    cache->v = cache->v.contiguous();
+  }
+  return lengths;
+}
+
 torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const ForwardContext& ctx,
                                             SoftmaxLayerCache* cache) {
   LR_CHECK(x.dim() == 3, "SoftmaxAttention: x must be [B, T, C], got ", x.sizes());
@@ -415,23 +417,14 @@ torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const Forwar
     o = CausalSoftmaxAttention(q, k, v, scale, block_size_, ctx.cu_seqlens);
   } else {
     LR_CHECK(ctx.cu_seqlens.empty(), "SoftmaxAttention: packed documents (cu_seqlens) cannot use a KV cache");
-    // Row lengths before this call.
-    std::vector<int64_t> lengths(B, 0);
-    if (cache->lengths.defined()) {
-      LR_CHECK(cache->lengths.dim() == 1 && cache->lengths.size(0) == B,
-               "SoftmaxAttention: cache lengths must be [B = ", B, "], got ", cache->lengths.sizes());
-      torch::Tensor len = cache->lengths.to(torch::kCPU, torch::kLong).contiguous();
-      for (int64_t b = 0; b < B; ++b) lengths[b] = len.data_ptr<int64_t>()[b];
-    }
-    int64_t max_len = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      LR_CHECK(lengths[b] >= 0, "SoftmaxAttention: negative cache length ", lengths[b], " in row ", b);
-      max_len = std::max(max_len, lengths[b]);
-    }
-    const int64_t need = max_len + T;
     const bool track = torch::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
     // Decode fast path (see kMaxFastTokens): RoPE, cache write and attention as plain loops.
     const bool fast = !track && T <= kMaxFastTokens && x.device().is_cpu();
+    // Row lengths before this call; capacity for T more.
+    const std::vector<int64_t> lengths = ReserveCache(cache, B, T, cdt, k.device(), /*contiguous=*/fast);
+    int64_t max_len = 0;
+    for (int64_t l : lengths) max_len = std::max(max_len, l);
+    const int64_t need = max_len + T;
 
     torch::Tensor pos;  // [B, T] int64, general path only
     if (!fast) {
@@ -440,40 +433,8 @@ torch::Tensor SoftmaxAttentionImpl::forward(const torch::Tensor& x, const Forwar
       k = ApplyRope(k, pos, rotary_dim_, rope_theta_).contiguous();
     }
 
-    // Capacity: amortised doubling.
-    {
-      torch::NoGradGuard no_grad;
-      if (!cache->k.defined()) {
-        LR_CHECK(max_len == 0, "SoftmaxAttention: cache lengths are non-zero but the cache holds no keys");
-        cache->k = torch::zeros({B, Hkv, need, D}, k.options());
-        cache->v = torch::zeros({B, Hkv, need, D}, v.options());
-      } else {
-        LR_CHECK(cache->k.dim() == 4 && cache->k.size(0) == B && cache->k.size(1) == Hkv && cache->k.size(3) == D &&
-                     cache->v.sizes() == cache->k.sizes(),
-                 "SoftmaxAttention: cache k/v must be [B = ", B, ", Hkv = ", Hkv, ", capacity, D = ", D, "], got ",
-                 cache->k.sizes(), " and ", cache->v.sizes());
-        LR_CHECK(cache->k.scalar_type() == cdt && cache->v.scalar_type() == cdt,
-                 "SoftmaxAttention: cache dtype ", cache->k.scalar_type(), " does not match the compute dtype ", cdt);
-        LR_CHECK(cache->k.size(2) >= max_len, "SoftmaxAttention: cache capacity ", cache->k.size(2),
-                 " is below the longest row length ", max_len);
-        const int64_t cap = cache->k.size(2);
-        if (cap < need) {
-          const int64_t new_cap = std::max(need, 2 * cap);
-          torch::Tensor nk = torch::zeros({B, Hkv, new_cap, D}, k.options());
-          torch::Tensor nv = torch::zeros({B, Hkv, new_cap, D}, v.options());
-          nk.narrow(2, 0, cap).copy_(cache->k);
-          nv.narrow(2, 0, cap).copy_(cache->v);
-          cache->k = nk;
-          cache->v = nv;
-        }
-      }
-    }
     if (fast) {
       torch::NoGradGuard no_grad;
-      if (cache->k.stride(3) != 1 || cache->v.strides() != cache->k.strides()) {
-        cache->k = cache->k.contiguous();  // once: caches built by this layer already are
-        cache->v = cache->v.contiguous();
-      }
       const int64_t half = rotary_dim_ / 2;
       torch::Tensor q_rot = torch::empty({B, H, T, D}, q.options());  // [B, H, T, D] cdt, post-RoPE
       AT_DISPATCH_FLOATING_TYPES(cdt, "SoftmaxAttentionDecode", [&] {

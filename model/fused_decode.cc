@@ -1,0 +1,397 @@
+// FusedDecodeStep (model/fused_decode.h). Compiled with -O3 (model/CMakeLists.txt).
+#include "model/fused_decode.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/check.h"
+#include "model/decode_kernels.h"
+#include "model/lightning_ops.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
+// One clone per ISA, picked at load time (ifunc): the loops below vectorise 16/8/4 lanes wide.
+#define LIGHTRL_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define LIGHTRL_VECTOR_CLONES
+#endif
+
+namespace lightrl::model {
+
+namespace {
+
+// e^x for x <= 0 in fp32 (x below -87 gives ~1e-38): Cody-Waite reduction and the Cephes expf
+// polynomial, rel. error ~1e-7 (the exp of CachedAttention, softmax_decode.cc). Pure arithmetic,
+// so loops calling it vectorise.
+inline float ExpNonPositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float t = x * 1.44269504088896341f;
+  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// sigmoid(x) = 1 / (1 + e^-x) from e = e^-|x| (never overflows).
+inline float Sigmoid(float x) {
+  const float e = ExpNonPositive(-std::fabs(x));
+  const float inv = 1.0f / (1.0f + e);
+  return x >= 0.0f ? inv : e * inv;
+}
+
+// x <- silu(x) = x * sigmoid(x). x: [n]
+LIGHTRL_VECTOR_CLONES void SiluInPlace(float* __restrict x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] * Sigmoid(x[i]);
+}
+
+// u <- silu(u) * v (the SwiGLU product). u, v: [n]
+LIGHTRL_VECTOR_CLONES void SiluMul(float* __restrict u, const float* __restrict v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) u[i] = (u[i] * Sigmoid(u[i])) * v[i];
+}
+
+// Sum of squares with 16 independent partial sums (vectorises without reassociation flags).
+inline float SumSquares(const float* __restrict x, int64_t n) {
+  float acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 16; ++j) acc[j] += x[i + j] * x[i + j];
+  }
+  for (; i < n; ++i) acc[i % 16] += x[i] * x[i];
+  float s = 0;
+  for (int j = 0; j < 16; ++j) s += acc[j];
+  return s;
+}
+
+// RMSNorm of `rows` rows of width n (RmsNorm in layers.cc): y = (x * rsqrt(mean(x^2) + eps)) * w.
+// x and y: [rows, n] contiguous (y may alias x); w: [n].
+LIGHTRL_VECTOR_CLONES void RmsNormRows(const float* x, const float* __restrict w, float eps, int64_t rows, int64_t n,
+                                       float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float* yr = y + r * n;
+    const float inv = 1.0f / std::sqrt(SumSquares(xr, n) / static_cast<float>(n) + eps);
+    for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] * inv) * w[i];
+  }
+}
+
+// The lightning layer's output norm and gate (lightning_attention.cc), in place on o:
+// o = ((o * rsqrt(mean(o^2) + eps)) * w) * sigmoid(g). o, g: [rows, n]; w: [n].
+LIGHTRL_VECTOR_CLONES void NormGateRows(float* o, const float* __restrict g, const float* __restrict w, float eps,
+                                        int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* __restrict orow = o + r * n;
+    const float* __restrict grow = g + r * n;
+    const float inv = 1.0f / std::sqrt(SumSquares(orow, n) / static_cast<float>(n) + eps);
+    for (int64_t i = 0; i < n; ++i) orow[i] = ((orow[i] * inv) * w[i]) * Sigmoid(grow[i]);
+  }
+}
+
+// DeepNorm residual: out = a * alpha + b * beta over n elements (out may alias a or b).
+LIGHTRL_VECTOR_CLONES void Residual(const float* a, float alpha, const float* b, float beta, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] * alpha + b[i] * beta;
+}
+
+// acc[i] += y[i] * w over n elements (the weighted expert output added to its token).
+LIGHTRL_VECTOR_CLONES void AddScaled(float* __restrict acc, const float* __restrict y, float w, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += y[i] * w;
+}
+
+float* F(const at::Tensor& t) { return t.data_ptr<float>(); }
+
+// out [n, N] = x [n, K] · w [N, K]^T (an nn::Linear without bias), on the calling thread.
+void Linear(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) { at::mm_out(out, x, w.t()); }
+
+// Everything a row range needs about one layer, resolved once per step on the calling thread.
+struct LayerPlan {
+  const DecoderLayerImpl* layer = nullptr;
+  bool lightning = false;
+  // lightning
+  const float* state = nullptr;  // [B, H, D, D] old state (nullptr = zeros)
+  float* next_state = nullptr;   // [B, H, D, D] new state
+  // softmax
+  std::vector<int64_t> lengths;  // [B] row lengths before this step
+  at::Tensor k_cache, v_cache;   // [B, Hkv, capacity, D] fp32 contiguous
+};
+
+struct StepPlan {
+  const ModelConfig* config = nullptr;
+  HybridModelImpl* model = nullptr;
+  const int64_t* ids = nullptr;  // [B]
+  std::vector<LayerPlan> layers;
+  at::Tensor hidden;  // [B, C] final-normed hidden (output)
+  at::Tensor head;    // [B, V] logits or [B, 1] values (output; undefined with skip_head)
+};
+
+// Scratch of one row range (allocated per step per thread: a handful of small tensors).
+struct Scratch {
+  at::Tensor x, h, y, a;     // [n, C] residual stream, normed input, residual, attention out
+  at::Tensor qkv, gate, o;   // lightning: [n, 3*H*D], [n, H*D], [n, H*D]
+  at::Tensor q, k, v, qrot;  // softmax: [n, H*D], [n, Hkv*D], [n, Hkv*D], [n, H, 1, D]
+  at::Tensor router;         // [n, E]
+  at::Tensor xe, u, w3, ye;  // experts: [n*K, C], [n*K, I], [n*K, I], [n*K, C]
+  at::Tensor moe;            // [n, C]
+};
+
+// Attention of one lightning layer for rows [b0, b0 + n): s.h -> s.a.
+void LightningRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t n, Scratch& s) {
+  const LightningAttentionImpl& la = *lp.layer->lightning;
+  const int64_t H = la.num_heads(), D = la.head_dim(), inner = H * D;
+  Linear(s.h, la.qkv_proj->weight, s.qkv);  // [n, H, 3D]: head h owns q | k | v
+  SiluInPlace(F(s.qkv), n * 3 * inner);
+  Linear(s.h, la.output_gate->weight, s.gate);
+  const float* qkv = F(s.qkv);
+  const int64_t state_row = H * D * D;
+  LightningDecodeRowsF32(qkv, qkv + D, qkv + 2 * D, 3 * D, lp.state ? lp.state + b0 * state_row : nullptr,
+                         F(la.decay()), n * H, H, D, lp.next_state + b0 * state_row, F(s.o));
+  NormGateRows(F(s.o), F(s.gate), F(la.norm->weight), static_cast<float>(la.norm->eps), n, inner);
+  Linear(s.o, la.out_proj->weight, s.a);
+}
+
+// Attention of one softmax layer for rows [b0, b0 + n): s.h -> s.a (writes the rows' new K/V).
+void SoftmaxRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t n, Scratch& s) {
+  const SoftmaxAttentionImpl& sa = *lp.layer->softmax;
+  const int64_t H = sa.num_heads(), Hkv = sa.num_kv_heads(), D = sa.head_dim(), rot = sa.rotary_dim();
+  Linear(s.h, sa.q_proj->weight, s.q);
+  Linear(s.h, sa.k_proj->weight, s.k);
+  Linear(s.h, sa.v_proj->weight, s.v);
+  const std::vector<int64_t> lengths(lp.lengths.begin() + b0, lp.lengths.begin() + b0 + n);
+  std::vector<float> cos, sin;
+  detail::RopeTables<float>(lengths, 1, rot, sa.rope_theta(), &cos, &sin);
+  const at::Tensor& ck = lp.k_cache;
+  const at::Tensor& cv = lp.v_cache;
+  // [n, Hkv*D] viewed as [n, Hkv, 1, D] (the layout RopeInto reads).
+  auto heads = [n, D](const at::Tensor& t, int64_t h) { return t.view({n, 1, h, D}).transpose(1, 2); };
+  detail::RopeInto<float>(heads(s.q, H), cos, sin, rot / 2, rot, F(s.qrot), H * D, D, D, {});
+  detail::RopeInto<float>(heads(s.k, Hkv), cos, sin, rot / 2, rot, F(ck) + b0 * ck.stride(0), ck.stride(0),
+                          ck.stride(1), ck.stride(2), lengths);
+  detail::RopeInto<float>(heads(s.v, Hkv), cos, sin, 0, 0, F(cv) + b0 * cv.stride(0), cv.stride(0), cv.stride(1),
+                          cv.stride(2), lengths);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const at::Tensor o = CachedAttention(s.qrot, ck.narrow(0, b0, n), cv.narrow(0, b0, n), lengths, scale);
+  Linear(o.transpose(1, 2).reshape({n, H * D}), sa.o_proj->weight, s.a);  // o: [n, H, 1, D] view of [n, 1, H, D]
+}
+
+// MoE block for n rows: s.h -> s.moe (moe.cc: fp32 softmax router, top-k renormalised, SwiGLU
+// experts over their tokens grouped, outputs weighted and summed in expert order).
+void MoeRows(const StepPlan& p, const DecoderLayerImpl& layer, int64_t n, Scratch& s) {
+  const MoeImpl& moe = *layer.block_sparse_moe;
+  const ModelConfig& c = *p.config;
+  const int64_t C = c.hidden_size, E = c.num_local_experts, K = c.num_experts_per_tok;
+  Linear(s.h, moe.gate->weight, s.router);  // [n, E]
+  const float* logits = F(s.router);
+  // (token, choice) pairs grouped by expert in (token, choice) order: a stable counting sort.
+  std::vector<int64_t> choice(n * K);
+  std::vector<float> weight(n * K);
+  std::vector<float> prob(E);
+  std::vector<int64_t> count(E, 0);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* z = logits + t * E;
+    float mx = z[0];
+    for (int64_t e = 1; e < E; ++e) mx = std::max(mx, z[e]);
+    float sum = 0;
+    for (int64_t e = 0; e < E; ++e) sum += (prob[e] = std::exp(z[e] - mx));
+    for (int64_t e = 0; e < E; ++e) prob[e] /= sum;
+    // Top-k by probability, the lower expert id first on ties.
+    float wsum = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e) {
+        bool taken = false;
+        for (int64_t j = 0; j < k; ++j) taken = taken || choice[t * K + j] == e;
+        if (!taken && (best < 0 || prob[e] > prob[best])) best = e;
+      }
+      choice[t * K + k] = best;
+      weight[t * K + k] = prob[best];
+      wsum += prob[best];
+    }
+    for (int64_t k = 0; k < K; ++k) weight[t * K + k] /= wsum;
+    for (int64_t k = 0; k < K; ++k) count[choice[t * K + k]]++;
+  }
+  std::vector<int64_t> start(E + 1, 0);
+  for (int64_t e = 0; e < E; ++e) start[e + 1] = start[e] + count[e];
+  std::vector<int64_t> fill(start.begin(), start.end() - 1), token_of(n * K);
+  std::vector<float> weight_of(n * K);
+  const float* h = F(s.h);
+  float* xe = F(s.xe);
+  for (int64_t i = 0; i < n * K; ++i) {
+    const int64_t slot = fill[choice[i]]++;
+    token_of[slot] = i / K;
+    weight_of[slot] = weight[i];
+    std::memcpy(xe + slot * C, h + (i / K) * C, C * sizeof(float));
+  }
+  float* out = F(s.moe);
+  std::memset(out, 0, n * C * sizeof(float));
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t ne = count[e];
+    if (ne == 0) continue;
+    const ExpertImpl& ex = *moe.experts->ptr<ExpertImpl>(e);
+    at::Tensor xin = s.xe.narrow(0, start[e], ne), u = s.u.narrow(0, start[e], ne);
+    at::Tensor w3 = s.w3.narrow(0, start[e], ne), ye = s.ye.narrow(0, start[e], ne);
+    Linear(xin, ex.w1->weight, u);
+    Linear(xin, ex.w3->weight, w3);
+    SiluMul(F(u), F(w3), u.numel());
+    Linear(u, ex.w2->weight, ye);
+  }
+  const float* ye = F(s.ye);
+  for (int64_t slot = 0; slot < n * K; ++slot) AddScaled(out + token_of[slot] * C, ye + slot * C, weight_of[slot], C);
+}
+
+// All layers and the head for rows [b0, b1), on the calling thread.
+void RunRows(const StepPlan& p, int64_t b0, int64_t b1) {
+  torch::NoGradGuard no_grad;  // grad mode is thread-local
+  const ModelConfig& c = *p.config;
+  const int64_t n = b1 - b0, C = c.hidden_size, H = c.num_attention_heads, D = c.head_dim;
+  const int64_t Hkv = c.num_key_value_heads, E = c.num_local_experts, K = c.num_experts_per_tok;
+  const int64_t I = c.intermediate_size, inner = H * D;
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  Scratch s;
+  s.x = at::empty({n, C}, f32);
+  s.h = at::empty({n, C}, f32);
+  s.y = at::empty({n, C}, f32);
+  s.a = at::empty({n, C}, f32);
+  s.router = at::empty({n, E}, f32);
+  s.xe = at::empty({n * K, C}, f32);
+  s.u = at::empty({n * K, I}, f32);
+  s.w3 = at::empty({n * K, I}, f32);
+  s.ye = at::empty({n * K, C}, f32);
+  s.moe = at::empty({n, C}, f32);
+  bool any_lightning = false, any_softmax = false;
+  for (const LayerPlan& lp : p.layers) (lp.lightning ? any_lightning : any_softmax) = true;
+  if (any_lightning) {
+    s.qkv = at::empty({n, 3 * inner}, f32);
+    s.gate = at::empty({n, inner}, f32);
+    s.o = at::empty({n, inner}, f32);
+  }
+  if (any_softmax) {
+    s.q = at::empty({n, inner}, f32);
+    s.k = at::empty({n, Hkv * D}, f32);
+    s.v = at::empty({n, Hkv * D}, f32);
+    s.qrot = at::empty({n, H, 1, D}, f32);
+  }
+
+  const float* emb = F(p.model->model->embed_tokens->weight);
+  float* x = F(s.x);
+  for (int64_t r = 0; r < n; ++r) std::memcpy(x + r * C, emb + p.ids[b0 + r] * C, C * sizeof(float));
+
+  for (const LayerPlan& lp : p.layers) {
+    const DecoderLayerImpl& layer = *lp.layer;
+    RmsNormRows(x, F(layer.input_layernorm->weight), static_cast<float>(layer.input_layernorm->eps), n, C, F(s.h));
+    if (lp.lightning) {
+      LightningRows(p, lp, b0, n, s);
+    } else {
+      SoftmaxRows(p, lp, b0, n, s);
+    }
+    // y = (postnorm ? h1 : x) * alpha_attn + attn * beta_attn; h2 = RMSNorm_post(y)
+    Residual(layer.postnorm() ? F(s.h) : x, static_cast<float>(layer.alpha_attn()), F(s.a),
+             static_cast<float>(layer.beta_attn()), n * C, F(s.y));
+    RmsNormRows(F(s.y), F(layer.post_attention_layernorm->weight),
+                static_cast<float>(layer.post_attention_layernorm->eps), n, C, F(s.h));
+    MoeRows(p, layer, n, s);
+    // x = (postnorm ? h2 : y) * alpha_mlp + moe * beta_mlp
+    Residual(layer.postnorm() ? F(s.h) : F(s.y), static_cast<float>(layer.alpha_mlp()), F(s.moe),
+             static_cast<float>(layer.beta_mlp()), n * C, x);
+  }
+  at::Tensor hidden = p.hidden.narrow(0, b0, n);  // [n, C]
+  const RMSNormImpl& norm = *p.model->model->norm;
+  RmsNormRows(x, F(norm.weight), static_cast<float>(norm.eps), n, C, F(hidden));
+  if (p.head.defined()) {
+    const at::Tensor& w = p.model->head_type() == HeadType::kLanguageModel ? p.model->lm_head->weight
+                                                                           : p.model->value_head->weight;
+    at::Tensor out = p.head.narrow(0, b0, n);
+    Linear(hidden, w, out);
+  }
+}
+
+}  // namespace
+
+bool FusedDecodeApplies(const HybridModelImpl& m, const torch::Tensor& input_ids, const ForwardContext& ctx,
+                        const ModelCache* cache, const ForwardOptions& options) {
+  if (!options.fused_decode || cache == nullptr || input_ids.dim() != 2 || input_ids.size(1) != 1 ||
+      !ctx.cu_seqlens.empty() || options.compute_aux_loss || !input_ids.device().is_cpu()) {
+    return false;
+  }
+  const bool grad = torch::GradMode::is_enabled();
+  for (const auto& p : m.parameters(/*recurse=*/true)) {
+    if (!p.device().is_cpu() || p.scalar_type() != torch::kFloat || !p.is_contiguous()) return false;
+    if (grad && p.requires_grad()) return false;
+  }
+  return true;
+}
+
+ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, ModelCache* cache,
+                            const ForwardOptions& options) {
+  torch::NoGradGuard no_grad;
+  const ModelConfig& c = m.config();
+  const int64_t B = input_ids.size(0), L = c.num_hidden_layers, C = c.hidden_size;
+  LR_CHECK(input_ids.size(1) == 1 && cache != nullptr && cache->batch == B &&
+               static_cast<int64_t>(cache->layers.size()) == L,
+           "FusedDecodeStep: needs [B, 1] ids and a cache of B rows and ", L, " layers");
+  const torch::Tensor ids = input_ids.contiguous();
+  StepPlan p;
+  p.config = &c;
+  p.model = &m;
+  p.ids = ids.data_ptr<int64_t>();
+  p.layers.resize(L);
+  std::vector<torch::Tensor> keep;  // contiguous copies of old states, alive until the step ends
+  for (int64_t l = 0; l < L; ++l) {
+    LayerPlan& lp = p.layers[l];
+    lp.layer = m.model->layers->ptr<DecoderLayerImpl>(l).get();
+    lp.lightning = lp.layer->attn_type() == AttnType::kLightning;
+    LayerCache& lc = cache->layers[l];
+    if (lp.lightning) {
+      const int64_t H = lp.layer->lightning->num_heads(), D = lp.layer->lightning->head_dim();
+      const torch::Tensor& s0 = lc.lightning.state;
+      if (s0.defined()) {
+        LR_CHECK(s0.dim() == 4 && s0.size(0) == B && s0.size(1) == H && s0.size(2) == D && s0.size(3) == D,
+                 "LightningAttention: cached state must be [B, H, D, D] = [", B, ", ", H, ", ", D, ", ", D,
+                 "], got ", s0.sizes());
+        LR_CHECK(s0.scalar_type() == torch::kFloat && s0.device().is_cpu(),
+                 "LightningAttention: cached state must be fp32 on the CPU, got ", s0.scalar_type(), " on ",
+                 s0.device());
+        keep.push_back(s0.contiguous());
+        lp.state = F(keep.back());
+      }
+      lc.lightning.state = torch::empty({B, H, D, D}, torch::kFloat);  // [B, H, D, D] fp32
+      lp.next_state = F(lc.lightning.state);
+    } else {
+      lp.lengths = lp.layer->softmax->ReserveCache(&lc.softmax, B, 1, torch::kFloat, torch::kCPU, /*contiguous=*/true);
+      lp.k_cache = lc.softmax.k;
+      lp.v_cache = lc.softmax.v;
+    }
+  }
+  p.hidden = torch::empty({B, C}, torch::kFloat);
+  if (!options.skip_head) {
+    const int64_t V = m.head_type() == HeadType::kLanguageModel ? c.vocab_size : 1;
+    p.head = torch::empty({B, V}, torch::kFloat);
+  }
+
+  at::parallel_for(0, B, kFusedMinRowsPerThread, [&](int64_t b0, int64_t b1) { RunRows(p, b0, b1); });
+
+  for (int64_t l = 0; l < L; ++l) {
+    if (p.layers[l].lightning) continue;
+    std::vector<int64_t> lengths = p.layers[l].lengths;
+    for (auto& len : lengths) len += 1;
+    cache->layers[l].softmax.lengths = torch::tensor(lengths, torch::TensorOptions().dtype(torch::kLong));
+  }
+  cache->tokens += 1;
+  ModelOutput out;
+  out.hidden = p.hidden.view({B, 1, C});
+  if (p.head.defined()) {
+    out.logits = m.head_type() == HeadType::kLanguageModel ? p.head.view({B, 1, c.vocab_size}) : p.head.view({B, 1});
+  }
+  return out;
+}
+
+}  // namespace lightrl::model

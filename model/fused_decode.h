@@ -1,0 +1,46 @@
+// The fused decode step: HybridModel::forward for one new token per row on CPU in fp32, the
+// rollout engine's hot loop. Internal to model/ (HybridModel::forward calls it; callers choose
+// with ForwardOptions::fused_decode).
+//
+// Same math, same weights, same caches as the module-by-module path, organised for small
+// batches:
+//   * The rows are split over the intra-op threads once per step (at::parallel_for, at least
+//     kFusedMinRowsPerThread rows per thread), and each thread runs ALL layers for its rows
+//     single-threaded: decode rows never interact, so a step has one parallel region instead of
+//     two thread wake-ups per op (several hundred per step at B = 64 on the tiny model).
+//   * Per layer the only library calls are the projections (at::mm_out into per-thread
+//     buffers); norms, SiLU, the gate, the DeepNorm residuals, the router's softmax/top-k and
+//     the expert scatter are plain loops (compiled for AVX-512 / AVX2 / baseline, chosen at run
+//     time), the lightning state update is LightningDecodeRowsF32 and the KV-cached softmax
+//     attention is CachedAttention, both shared with the module path.
+// Differences from the module path are rounding only: GEMMs with fewer rows, a polynomial exp in
+// SiLU/sigmoid (rel. error ~1e-7), norm reductions in another order. Tested against the module
+// path (tests/model/fused_decode_test.cc). A row's result does not depend on the thread count
+// beyond GEMM kernel choice (its rows are computed by one thread either way).
+#pragma once
+
+#include <torch/torch.h>
+
+#include "model/hybrid_model.h"
+
+namespace lightrl::model {
+
+// Rows below which a decode step stays on one thread (more threads would each see GEMMs too
+// small to pay for the wake-up).
+constexpr int64_t kFusedMinRowsPerThread = 8;
+
+// Whether forward(input_ids, ctx, cache, options) may take the fused step: options.fused_decode,
+// a cache, T == 1, no packed documents, no aux loss, CPU int64 ids, every parameter a CPU fp32
+// tensor, and no autograd (grad mode off or no parameter requiring grad).
+bool FusedDecodeApplies(const HybridModelImpl& m, const torch::Tensor& input_ids, const ForwardContext& ctx,
+                        const ModelCache* cache, const ForwardOptions& options);
+
+// The step itself. input_ids [B, 1] int64 (ids already range-checked), cache sized for the
+// model's layers and B rows (HybridModel::forward does both). Returns hidden [B, 1, C] and,
+// unless options.skip_head, logits [B, 1, V] fp32 (values [B, 1] for a value head); updates the
+// cache exactly as the module path does (new lightning states, KV written at lengths[b],
+// lengths + 1, tokens + 1).
+ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, ModelCache* cache,
+                            const ForwardOptions& options);
+
+}  // namespace lightrl::model

@@ -1,0 +1,215 @@
+// The fused decode step (model/fused_decode.h) against the module-by-module decode path, which
+// is itself tested against the full forward (hybrid_model_test.cc): logits, hidden states,
+// lightning states, KV caches and lengths after several steps over rows of different lengths,
+// on one and on two threads, post-norm and pre-norm, LM and value heads; plus when the fused
+// step must not be taken.
+#include "model/fused_decode.h"
+
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace lightrl::model {
+namespace {
+
+ModelConfig SmallConfig() {
+  ModelConfig c;
+  c.hidden_size = 48;
+  c.num_hidden_layers = 4;
+  c.num_attention_heads = 4;
+  c.head_dim = 8;
+  c.num_key_value_heads = 2;
+  c.vocab_size = 70;
+  c.intermediate_size = 40;
+  c.num_local_experts = 4;
+  c.num_experts_per_tok = 2;
+  c.rotary_dim = 4;
+  c.attn_type_list = {0, 1, 0, 1};
+  c.layernorm_full_attention_alpha = c.layernorm_linear_attention_alpha = c.layernorm_mlp_alpha = 2.0;
+  c.lightning_block_size = 8;
+  c.initializer_range = 0.15;  // activations well away from 0 so relative errors mean something
+  return c;
+}
+
+HybridModel MakeModel(const ModelConfig& c, HeadType head = HeadType::kLanguageModel) {
+  HybridModel m(c, head);
+  m->InitWeights(11);
+  m->eval();
+  return m;
+}
+
+double MaxDiff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+double MaxAbs(const torch::Tensor& a) { return a.abs().max().item<double>(); }
+
+// A cache of `rows` rows with prefill lengths 3, 4, ..., so softmax rows differ in length.
+ModelCache MixedCache(HybridModel& m, int64_t rows) {
+  ModelCache cache;
+  for (int64_t r = 0; r < rows; ++r) {
+    ModelCache one;
+    auto gen = at::detail::createCPUGenerator(100 + r);
+    m->forward(at::randint(m->config().vocab_size, {1, 3 + r % 7}, gen, torch::kLong), {}, &one);
+    cache.AppendRows(one);
+  }
+  return cache;
+}
+
+// A deep copy (fresh tensors), so the two paths never share a KV buffer.
+ModelCache Copy(const ModelCache& c) {
+  ModelCache out = c;
+  out.SelectRows(torch::arange(c.batch, torch::kLong));
+  return out;
+}
+
+void ExpectCachesClose(const ModelCache& a, const ModelCache& b, const std::string& what) {
+  ASSERT_EQ(a.layers.size(), b.layers.size());
+  EXPECT_EQ(a.tokens, b.tokens) << what;
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    const LayerCache& x = a.layers[l];
+    const LayerCache& y = b.layers[l];
+    if (x.lightning.state.defined() || y.lightning.state.defined()) {
+      ASSERT_TRUE(x.lightning.state.defined() && y.lightning.state.defined()) << what << " layer " << l;
+      EXPECT_LT(MaxDiff(x.lightning.state, y.lightning.state), 1e-5 * (1 + MaxAbs(y.lightning.state)))
+          << what << " lightning state, layer " << l;
+    }
+    if (y.softmax.k.defined()) {
+      ASSERT_TRUE(x.softmax.k.defined()) << what << " layer " << l;
+      EXPECT_TRUE(torch::equal(x.softmax.lengths, y.softmax.lengths)) << what << " lengths, layer " << l;
+      // Compare the valid prefixes only (spare capacity is never read).
+      const int64_t n = y.softmax.lengths.max().item<int64_t>();
+      for (int64_t r = 0; r < y.softmax.lengths.size(0); ++r) {
+        const int64_t len = y.softmax.lengths[r].item<int64_t>();
+        EXPECT_LT(MaxDiff(x.softmax.k[r].narrow(1, 0, len), y.softmax.k[r].narrow(1, 0, len)), 1e-5)
+            << what << " keys, layer " << l << " row " << r << " (of max length " << n << ")";
+        EXPECT_LT(MaxDiff(x.softmax.v[r].narrow(1, 0, len), y.softmax.v[r].narrow(1, 0, len)), 1e-5)
+            << what << " values, layer " << l << " row " << r;
+      }
+    }
+  }
+}
+
+// Runs `steps` decode steps from `start` with the fused step and with the module path and
+// compares everything they produce. An empty `start` begins `empty_rows` new sequences.
+void CompareSteps(HybridModel& m, const ModelCache& start, int steps, const std::string& what,
+                  int64_t empty_rows = 6) {
+  torch::NoGradGuard no_grad;
+  const int64_t B = start.batch > 0 ? start.batch : empty_rows;
+  ModelCache fused = start.batch > 0 ? Copy(start) : ModelCache{};
+  ModelCache modules = start.batch > 0 ? Copy(start) : ModelCache{};
+  ForwardOptions on, off;
+  on.last_position_only = off.last_position_only = true;
+  off.fused_decode = false;
+  auto gen = at::detail::createCPUGenerator(5);
+  for (int s = 0; s < steps; ++s) {
+    torch::Tensor ids = at::randint(m->config().vocab_size, {B, 1}, gen, torch::kLong);  // [B, 1]
+    EXPECT_TRUE(FusedDecodeApplies(*m, ids, {}, &fused, on)) << what;
+    ModelOutput a = m->forward(ids, {}, &fused, on);
+    ModelOutput b = m->forward(ids, {}, &modules, off);
+    ASSERT_EQ(a.logits.sizes(), b.logits.sizes()) << what;
+    ASSERT_EQ(a.hidden.sizes(), b.hidden.sizes()) << what;
+    EXPECT_EQ(a.logits.scalar_type(), torch::kFloat) << what;
+    EXPECT_LT(MaxDiff(a.hidden, b.hidden), 1e-5 * (1 + MaxAbs(b.hidden))) << what << " hidden, step " << s;
+    EXPECT_LT(MaxDiff(a.logits, b.logits), 1e-5 * (1 + MaxAbs(b.logits))) << what << " head, step " << s;
+    EXPECT_GT(MaxAbs(b.logits), 1e-3) << what << ": outputs too small for the comparison to mean anything";
+  }
+  ExpectCachesClose(fused, modules, what);
+}
+
+// RAII intra-op thread count.
+class ThreadCount {
+ public:
+  explicit ThreadCount(int n) : saved_(at::get_num_threads()) { at::set_num_threads(n); }
+  ~ThreadCount() { at::set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
+
+TEST(FusedDecodeTest, MatchesTheModulePathOnRowsOfDifferentLengths) {
+  HybridModel m = MakeModel(SmallConfig());
+  for (int threads : {1, 2}) {
+    ThreadCount tc(threads);
+    for (int64_t rows : {int64_t{1}, int64_t{5}, 2 * kFusedMinRowsPerThread + 3}) {
+      ModelCache start;
+      {
+        torch::NoGradGuard no_grad;
+        start = MixedCache(m, rows);
+      }
+      CompareSteps(m, start, 6, "threads " + std::to_string(threads) + ", rows " + std::to_string(rows));
+    }
+  }
+}
+
+TEST(FusedDecodeTest, StartsFromAnEmptyCache) {
+  // First token of new sequences: undefined lightning states and empty KV caches.
+  HybridModel m = MakeModel(SmallConfig());
+  ThreadCount tc(2);
+  CompareSteps(m, ModelCache{}, 3, "empty cache", 2 * kFusedMinRowsPerThread);
+}
+
+TEST(FusedDecodeTest, PreNormLayersAndTheValueHead) {
+  ModelConfig c = SmallConfig();
+  c.postnorm = false;
+  HybridModel lm = MakeModel(c);
+  HybridModel critic = MakeModel(c, HeadType::kValue);
+  ThreadCount tc(2);
+  ModelCache a, b;
+  {
+    torch::NoGradGuard no_grad;
+    a = MixedCache(lm, 2 * kFusedMinRowsPerThread);
+    b = MixedCache(critic, 3);
+  }
+  CompareSteps(lm, a, 4, "pre-norm LM");
+  CompareSteps(critic, b, 4, "pre-norm value head");
+}
+
+TEST(FusedDecodeTest, SkipHeadReturnsOnlyTheHidden) {
+  torch::NoGradGuard no_grad;
+  HybridModel m = MakeModel(SmallConfig());
+  ModelCache cache = MixedCache(m, 2);
+  ForwardOptions o;
+  o.skip_head = true;
+  ModelOutput out = m->forward(torch::zeros({2, 1}, torch::kLong), {}, &cache, o);
+  EXPECT_FALSE(out.logits.defined());
+  EXPECT_EQ(out.hidden.sizes(), (torch::IntArrayRef{2, 1, 48}));
+}
+
+TEST(FusedDecodeTest, IsNotTakenWhereItDoesNotApply) {
+  HybridModel m = MakeModel(SmallConfig());
+  ModelCache cache;
+  const torch::Tensor one = torch::zeros({2, 1}, torch::kLong), two = torch::zeros({2, 2}, torch::kLong);
+  ForwardOptions on, off, aux;
+  off.fused_decode = false;
+  aux.compute_aux_loss = true;
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(FusedDecodeApplies(*m, one, {}, &cache, on));
+    EXPECT_FALSE(FusedDecodeApplies(*m, one, {}, &cache, off));
+    EXPECT_FALSE(FusedDecodeApplies(*m, one, {}, nullptr, on));  // no cache
+    EXPECT_FALSE(FusedDecodeApplies(*m, two, {}, &cache, on));   // prefill
+    EXPECT_FALSE(FusedDecodeApplies(*m, one, {}, &cache, aux));  // aux loss wants router logits
+  }
+  // Autograd on: parameters require grad, so the module path must run (it is differentiable).
+  EXPECT_FALSE(FusedDecodeApplies(*m, one, {}, &cache, on));
+  // An fp64 model takes the module path.
+  HybridModel d = MakeModel(SmallConfig());
+  d->to(torch::kFloat64);
+  torch::NoGradGuard no_grad;
+  EXPECT_FALSE(FusedDecodeApplies(*d, one, {}, &cache, on));
+}
+
+TEST(FusedDecodeTest, BadCachedStateIsRejectedWithTheExpectedShape) {
+  torch::NoGradGuard no_grad;
+  HybridModel m = MakeModel(SmallConfig());
+  ModelCache cache = MixedCache(m, 2);
+  cache.layers[0].lightning.state = torch::zeros({2, 4, 8, 7});
+  try {
+    m->forward(torch::zeros({2, 1}, torch::kLong), {}, &cache);
+    FAIL() << "a wrong state shape was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("[B, H, D, D] = [2, 4, 8, 8]"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace lightrl::model

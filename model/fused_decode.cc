@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "model/decode_kernels.h"
 #include "model/lightning_ops.h"
+#include "model/packed_gemm.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
 // One clone per ISA, picked at load time (ifunc): the loops below vectorise 16/8/4 lanes wide.
@@ -110,13 +111,58 @@ LIGHTRL_VECTOR_CLONES void AddScaled(float* __restrict acc, const float* __restr
 
 float* F(const at::Tensor& t) { return t.data_ptr<float>(); }
 
+// A projection weight of the step: the parameter [N, K] and, when PackedGemm runs, its panels.
+struct Weight {
+  const at::Tensor* w = nullptr;
+  const float* panels = nullptr;
+};
+
 // out [n, N] = x [n, K] · w [N, K]^T (an nn::Linear without bias), on the calling thread.
-void Linear(const at::Tensor& x, const at::Tensor& w, at::Tensor& out) { at::mm_out(out, x, w.t()); }
+// x and out: row-major with unit stride along the row (views of the scratch buffers).
+void Linear(const at::Tensor& x, const Weight& w, at::Tensor& out) {
+  if (w.panels != nullptr) {
+    PackedGemm(F(x), x.stride(0), x.size(0), x.size(1), w.panels, w.w->size(0), F(out), out.stride(0));
+  } else {
+    at::mm_out(out, x, w.w->t());
+  }
+}
+
+// Hands out the step's weights in traversal order, repacking the ones whose parameter changed
+// (storage pointer or version counter) since they were packed. Main thread, pack mutex held.
+class Packer {
+ public:
+  Packer(FusedDecodePack* pack, bool enabled) : pack_(pack), enabled_(enabled) {}
+  Weight operator()(const at::Tensor& w) {
+    Weight out;
+    out.w = &w;
+    if (!enabled_) return out;
+    if (next_ == pack_->linears.size()) pack_->linears.emplace_back();
+    FusedDecodePack::Linear& p = pack_->linears[next_++];
+    if (p.data != w.data_ptr() || p.version != w._version() || !p.source.defined() ||
+        p.source.sizes() != w.sizes()) {
+      p.panels = PackLinearWeight(w);
+      p.source = w;
+      p.data = w.data_ptr();
+      p.version = w._version();
+    }
+    out.panels = F(p.panels);
+    return out;
+  }
+
+ private:
+  FusedDecodePack* pack_;
+  bool enabled_;
+  size_t next_ = 0;
+};
 
 // Everything a row range needs about one layer, resolved once per step on the calling thread.
 struct LayerPlan {
   const DecoderLayerImpl* layer = nullptr;
   bool lightning = false;
+  Weight qkv, gate, out;    // lightning projections
+  Weight q, k, v, o;        // softmax projections
+  Weight router;            // [E, C]
+  std::vector<Weight> w1, w3, w2;  // [E] experts
   // lightning
   const float* state = nullptr;  // [B, H, D, D] old state (nullptr = zeros)
   float* next_state = nullptr;   // [B, H, D, D] new state
@@ -130,6 +176,7 @@ struct StepPlan {
   HybridModelImpl* model = nullptr;
   const int64_t* ids = nullptr;  // [B]
   std::vector<LayerPlan> layers;
+  Weight head_weight;  // lm_head [V, C] or value_head [1, C]
   at::Tensor hidden;  // [B, C] final-normed hidden (output)
   at::Tensor head;    // [B, V] logits or [B, 1] values (output; undefined with skip_head)
 };
@@ -148,24 +195,24 @@ struct Scratch {
 void LightningRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t n, Scratch& s) {
   const LightningAttentionImpl& la = *lp.layer->lightning;
   const int64_t H = la.num_heads(), D = la.head_dim(), inner = H * D;
-  Linear(s.h, la.qkv_proj->weight, s.qkv);  // [n, H, 3D]: head h owns q | k | v
+  Linear(s.h, lp.qkv, s.qkv);  // [n, H, 3D]: head h owns q | k | v
   SiluInPlace(F(s.qkv), n * 3 * inner);
-  Linear(s.h, la.output_gate->weight, s.gate);
+  Linear(s.h, lp.gate, s.gate);
   const float* qkv = F(s.qkv);
   const int64_t state_row = H * D * D;
   LightningDecodeRowsF32(qkv, qkv + D, qkv + 2 * D, 3 * D, lp.state ? lp.state + b0 * state_row : nullptr,
                          F(la.decay()), n * H, H, D, lp.next_state + b0 * state_row, F(s.o));
   NormGateRows(F(s.o), F(s.gate), F(la.norm->weight), static_cast<float>(la.norm->eps), n, inner);
-  Linear(s.o, la.out_proj->weight, s.a);
+  Linear(s.o, lp.out, s.a);
 }
 
 // Attention of one softmax layer for rows [b0, b0 + n): s.h -> s.a (writes the rows' new K/V).
 void SoftmaxRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t n, Scratch& s) {
   const SoftmaxAttentionImpl& sa = *lp.layer->softmax;
   const int64_t H = sa.num_heads(), Hkv = sa.num_kv_heads(), D = sa.head_dim(), rot = sa.rotary_dim();
-  Linear(s.h, sa.q_proj->weight, s.q);
-  Linear(s.h, sa.k_proj->weight, s.k);
-  Linear(s.h, sa.v_proj->weight, s.v);
+  Linear(s.h, lp.q, s.q);
+  Linear(s.h, lp.k, s.k);
+  Linear(s.h, lp.v, s.v);
   const std::vector<int64_t> lengths(lp.lengths.begin() + b0, lp.lengths.begin() + b0 + n);
   std::vector<float> cos, sin;
   detail::RopeTables<float>(lengths, 1, rot, sa.rope_theta(), &cos, &sin);
@@ -180,16 +227,15 @@ void SoftmaxRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t n, 
                           cv.stride(2), lengths);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   const at::Tensor o = CachedAttention(s.qrot, ck.narrow(0, b0, n), cv.narrow(0, b0, n), lengths, scale);
-  Linear(o.transpose(1, 2).reshape({n, H * D}), sa.o_proj->weight, s.a);  // o: [n, H, 1, D] view of [n, 1, H, D]
+  Linear(o.transpose(1, 2).reshape({n, H * D}), lp.o, s.a);  // o: [n, H, 1, D] view of [n, 1, H, D]
 }
 
 // MoE block for n rows: s.h -> s.moe (moe.cc: fp32 softmax router, top-k renormalised, SwiGLU
 // experts over their tokens grouped, outputs weighted and summed in expert order).
-void MoeRows(const StepPlan& p, const DecoderLayerImpl& layer, int64_t n, Scratch& s) {
-  const MoeImpl& moe = *layer.block_sparse_moe;
+void MoeRows(const StepPlan& p, const LayerPlan& lp, int64_t n, Scratch& s) {
   const ModelConfig& c = *p.config;
   const int64_t C = c.hidden_size, E = c.num_local_experts, K = c.num_experts_per_tok;
-  Linear(s.h, moe.gate->weight, s.router);  // [n, E]
+  Linear(s.h, lp.router, s.router);  // [n, E]
   const float* logits = F(s.router);
   // (token, choice) pairs grouped by expert in (token, choice) order: a stable counting sort.
   std::vector<int64_t> choice(n * K);
@@ -236,13 +282,12 @@ void MoeRows(const StepPlan& p, const DecoderLayerImpl& layer, int64_t n, Scratc
   for (int64_t e = 0; e < E; ++e) {
     const int64_t ne = count[e];
     if (ne == 0) continue;
-    const ExpertImpl& ex = *moe.experts->ptr<ExpertImpl>(e);
     at::Tensor xin = s.xe.narrow(0, start[e], ne), u = s.u.narrow(0, start[e], ne);
     at::Tensor w3 = s.w3.narrow(0, start[e], ne), ye = s.ye.narrow(0, start[e], ne);
-    Linear(xin, ex.w1->weight, u);
-    Linear(xin, ex.w3->weight, w3);
+    Linear(xin, lp.w1[e], u);
+    Linear(xin, lp.w3[e], w3);
     SiluMul(F(u), F(w3), u.numel());
-    Linear(u, ex.w2->weight, ye);
+    Linear(u, lp.w2[e], ye);
   }
   const float* ye = F(s.ye);
   for (int64_t slot = 0; slot < n * K; ++slot) AddScaled(out + token_of[slot] * C, ye + slot * C, weight_of[slot], C);
@@ -298,7 +343,7 @@ void RunRows(const StepPlan& p, int64_t b0, int64_t b1) {
              static_cast<float>(layer.beta_attn()), n * C, F(s.y));
     RmsNormRows(F(s.y), F(layer.post_attention_layernorm->weight),
                 static_cast<float>(layer.post_attention_layernorm->eps), n, C, F(s.h));
-    MoeRows(p, layer, n, s);
+    MoeRows(p, lp, n, s);
     // x = (postnorm ? h2 : y) * alpha_mlp + moe * beta_mlp
     Residual(layer.postnorm() ? F(s.h) : F(s.y), static_cast<float>(layer.alpha_mlp()), F(s.moe),
              static_cast<float>(layer.beta_mlp()), n * C, x);
@@ -307,10 +352,8 @@ void RunRows(const StepPlan& p, int64_t b0, int64_t b1) {
   const RMSNormImpl& norm = *p.model->model->norm;
   RmsNormRows(x, F(norm.weight), static_cast<float>(norm.eps), n, C, F(hidden));
   if (p.head.defined()) {
-    const at::Tensor& w = p.model->head_type() == HeadType::kLanguageModel ? p.model->lm_head->weight
-                                                                           : p.model->value_head->weight;
     at::Tensor out = p.head.narrow(0, b0, n);
-    Linear(hidden, w, out);
+    Linear(hidden, p.head_weight, out);
   }
 }
 
@@ -339,6 +382,9 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
                static_cast<int64_t>(cache->layers.size()) == L,
            "FusedDecodeStep: needs [B, 1] ids and a cache of B rows and ", L, " layers");
   const torch::Tensor ids = input_ids.contiguous();
+  FusedDecodePack& pack = *m.fused_decode_pack;
+  std::lock_guard<std::mutex> lock(pack.mutex);
+  Packer packed(&pack, PackedGemmAvailable());
   StepPlan p;
   p.config = &c;
   p.model = &m;
@@ -350,6 +396,26 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
     lp.layer = m.model->layers->ptr<DecoderLayerImpl>(l).get();
     lp.lightning = lp.layer->attn_type() == AttnType::kLightning;
     LayerCache& lc = cache->layers[l];
+    if (lp.lightning) {
+      const LightningAttentionImpl& la = *lp.layer->lightning;
+      lp.qkv = packed(la.qkv_proj->weight);
+      lp.gate = packed(la.output_gate->weight);
+      lp.out = packed(la.out_proj->weight);
+    } else {
+      const SoftmaxAttentionImpl& sa = *lp.layer->softmax;
+      lp.q = packed(sa.q_proj->weight);
+      lp.k = packed(sa.k_proj->weight);
+      lp.v = packed(sa.v_proj->weight);
+      lp.o = packed(sa.o_proj->weight);
+    }
+    const MoeImpl& moe = *lp.layer->block_sparse_moe;
+    lp.router = packed(moe.gate->weight);
+    for (size_t e = 0; e < moe.experts->size(); ++e) {
+      const ExpertImpl& ex = *moe.experts->ptr<ExpertImpl>(e);
+      lp.w1.push_back(packed(ex.w1->weight));
+      lp.w3.push_back(packed(ex.w3->weight));
+      lp.w2.push_back(packed(ex.w2->weight));
+    }
     if (lp.lightning) {
       const int64_t H = lp.layer->lightning->num_heads(), D = lp.layer->lightning->head_dim();
       const torch::Tensor& s0 = lc.lightning.state;
@@ -371,6 +437,7 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
       lp.v_cache = lc.softmax.v;
     }
   }
+  p.head_weight = packed(m.head_type() == HeadType::kLanguageModel ? m.lm_head->weight : m.value_head->weight);
   p.hidden = torch::empty({B, C}, torch::kFloat);
   if (!options.skip_head) {
     const int64_t V = m.head_type() == HeadType::kLanguageModel ? c.vocab_size : 1;

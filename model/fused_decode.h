@@ -8,18 +8,28 @@
 //     kFusedMinRowsPerThread rows per thread), and each thread runs ALL layers for its rows
 //     single-threaded: decode rows never interact, so a step has one parallel region instead of
 //     two thread wake-ups per op (several hundred per step at B = 64 on the tiny model).
-//   * Per layer the only library calls are the projections (at::mm_out into per-thread
-//     buffers); norms, SiLU, the gate, the DeepNorm residuals, the router's softmax/top-k and
+//   * Per layer the only library calls are the projections: PackedGemm (model/packed_gemm.h)
+//     over weights packed once per weight version where the CPU has AVX-512F, at::mm_out into
+//     per-thread buffers elsewhere; norms, SiLU, the gate, the DeepNorm residuals, the router's softmax/top-k and
 //     the expert scatter are plain loops (compiled for AVX-512 / AVX2 / baseline, chosen at run
 //     time), the lightning state update is LightningDecodeRowsF32 and the KV-cached softmax
 //     attention is CachedAttention, both shared with the module path.
-// Differences from the module path are rounding only: GEMMs with fewer rows, a polynomial exp in
+// Differences from the module path are rounding only: other GEMM kernels, a polynomial exp in
 // SiLU/sigmoid (rel. error ~1e-7), norm reductions in another order. Tested against the module
-// path (tests/model/fused_decode_test.cc). A row's result does not depend on the thread count
-// beyond GEMM kernel choice (its rows are computed by one thread either way).
+// path (tests/model/fused_decode_test.cc). With PackedGemm every stage computes a row from that
+// row alone in a fixed order, so a row's outputs are bitwise independent of the batch, its slot
+// and the thread count (tested); with the at::mm_out fallback BLAS may pick kernels by shape.
+//
+// Weight changes. The packed copies are checked against each parameter's storage pointer and
+// version counter every step and repacked when either moved: every in-place tensor op bumps the
+// version (copy_, optimizer updates, Engine::SetWeights, checkpoint and safetensors loads all
+// write through them). A write through data_ptr() bypasses the counter and is NOT seen.
 #pragma once
 
 #include <torch/torch.h>
+
+#include <mutex>
+#include <vector>
 
 #include "model/hybrid_model.h"
 
@@ -28,6 +38,18 @@ namespace lightrl::model {
 // Rows below which a decode step stays on one thread (more threads would each see GEMMs too
 // small to pay for the wake-up).
 constexpr int64_t kFusedMinRowsPerThread = 8;
+
+// The fused step's per-model state (HybridModelImpl::fused_decode_pack).
+struct FusedDecodePack {
+  std::mutex mutex;  // one fused step at a time per model (a step may repack)
+  struct Linear {
+    torch::Tensor source;        // the parameter as packed (shares its storage and version counter)
+    const void* data = nullptr;  // source.data_ptr() when packed
+    int64_t version = -1;        // source._version() when packed
+    torch::Tensor panels;        // PackLinearWeight(source): [ceil(N/16), K, 16] fp32
+  };
+  std::vector<Linear> linears;  // in the step's traversal order (layer by layer, then the head)
+};
 
 // Whether forward(input_ids, ctx, cache, options) may take the fused step: options.fused_decode,
 // a cache, T == 1, no packed documents, no aux loss, CPU int64 ids, every parameter a CPU fp32

@@ -191,7 +191,7 @@ DecoderImpl::DecoderImpl(const ModelConfig& config) {
 // ---- HybridModel -----------------------------------------------------------------------------
 
 HybridModelImpl::HybridModelImpl(const ModelConfig& config, HeadType head)
-    : config_(config), head_type_(head) {
+    : fused_decode_pack(std::make_shared<FusedDecodePack>()), config_(config), head_type_(head) {
   Status valid = config.Validate();
   LR_CHECK(valid.ok(), valid.ToString());
   model = register_module("model", Decoder(config));

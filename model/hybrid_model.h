@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -126,6 +127,8 @@ struct ModelOutput {
   torch::Tensor aux_loss;  // 0-d fp32 = router_aux_loss_coef * LoadBalancingLoss (if requested)
 };
 
+struct FusedDecodePack;  // model/fused_decode.h
+
 class HybridModelImpl : public torch::nn::Module {
  public:
   explicit HybridModelImpl(const ModelConfig& config, HeadType head = HeadType::kLanguageModel);
@@ -151,6 +154,9 @@ class HybridModelImpl : public torch::nn::Module {
   Decoder model{nullptr};
   torch::nn::Linear lm_head{nullptr};     // [V, C] fp32 (kLanguageModel)
   torch::nn::Linear value_head{nullptr};  // [1, C] fp32 (kValue)
+  // Internal to the fused decode step (model/fused_decode.h): its packed weights, rebuilt when a
+  // parameter changes.
+  std::shared_ptr<FusedDecodePack> fused_decode_pack;
 
  private:
   ModelConfig config_;

@@ -5,6 +5,8 @@
 // step must not be taken.
 #include "model/fused_decode.h"
 
+#include "model/packed_gemm.h"
+
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
@@ -138,6 +140,56 @@ TEST(FusedDecodeTest, MatchesTheModulePathOnRowsOfDifferentLengths) {
       CompareSteps(m, start, 6, "threads " + std::to_string(threads) + ", rows " + std::to_string(rows));
     }
   }
+}
+
+TEST(FusedDecodeTest, WithPackedGemmARowIsBitwiseIndependentOfBatchAndThreads) {
+  torch::NoGradGuard no_grad;
+  HybridModel m = MakeModel(SmallConfig());
+  const int64_t B = 2 * kFusedMinRowsPerThread + 3;
+  ModelCache start = MixedCache(m, B);
+  auto gen = at::detail::createCPUGenerator(9);
+  const torch::Tensor ids = at::randint(m->config().vocab_size, {B, 1}, gen, torch::kLong);
+  torch::Tensor batched;
+  {
+    ThreadCount tc(2);
+    ModelCache c = Copy(start);
+    batched = m->forward(ids, {}, &c).logits;  // [B, 1, V], rows split over 2 threads
+  }
+  ThreadCount tc(1);
+  double max_diff = 0;
+  bool all_equal = true;
+  for (int64_t r = 0; r < B; ++r) {
+    ModelCache c = start;
+    c.SelectRows(torch::tensor({r}, torch::kLong));
+    const torch::Tensor alone = m->forward(ids.narrow(0, r, 1), {}, &c).logits;  // [1, 1, V]
+    all_equal = all_equal && torch::equal(alone[0], batched[r]);
+    max_diff = std::max(max_diff, MaxDiff(alone[0], batched[r]));
+  }
+  if (PackedGemmAvailable()) {
+    EXPECT_TRUE(all_equal) << "max |alone - in batch| = " << max_diff;
+  } else {
+    EXPECT_LT(max_diff, 1e-5);  // libtorch GEMMs may pick kernels by the number of rows
+  }
+}
+
+TEST(FusedDecodeTest, RepacksAfterTheWeightsChange) {
+  torch::NoGradGuard no_grad;
+  HybridModel m = MakeModel(SmallConfig());
+  ModelCache start = MixedCache(m, 3);
+  const torch::Tensor ids = torch::ones({3, 1}, torch::kLong);
+  ModelCache c0 = Copy(start);
+  m->forward(ids, {}, &c0);  // packs
+  // In-place updates of the kinds the trainer and the engine make: an optimizer-style add_ and a
+  // copy_ of new weights.
+  auto layer = m->model->layers->ptr<DecoderLayerImpl>(0);
+  layer->lightning->qkv_proj->weight.add_(0.05);
+  m->lm_head->weight.copy_(m->lm_head->weight * 1.5);
+  ForwardOptions off;
+  off.fused_decode = false;
+  ModelCache c1 = Copy(start), c2 = Copy(start);
+  const torch::Tensor fused = m->forward(ids, {}, &c1).logits;
+  const torch::Tensor modules = m->forward(ids, {}, &c2, off).logits;
+  EXPECT_LT(MaxDiff(fused, modules), 1e-5 * (1 + MaxAbs(modules)));
 }
 
 TEST(FusedDecodeTest, StartsFromAnEmptyCache) {

@@ -1,0 +1,40 @@
+// A small-batch fp32 GEMM over pre-packed weights, for the decode step (model/fused_decode.h).
+//
+//   out [n, N] = x [n, K] · Wᵀ     with W [N, K] an nn::Linear weight (row-major, fp32)
+//
+// Why. At decode, n is the rows one thread handles (1..64) and the weights are reused by every
+// step, but a general BLAS call repacks W into its panel layout on every call (that packing was
+// ~25% of a decode step's GEMM time with OpenBLAS at n = 32), zero-fills the output for beta = 0,
+// and — with Debian's OpenBLAS 0.3.21 on AMD Zen — runs its AVX2 (Haswell) kernels on a CPU
+// with full-width AVX-512. Here W is packed once (PackLinearWeight) into panels of 16 output
+// columns, [ceil(N/16), K, 16] (zero-padded), and an AVX-512 register-blocked kernel (8 rows x
+// 32 columns of accumulators, one broadcast of x and two panel loads per k) writes the output
+// directly. Each output element is one fused multiply-add chain over k = 0..K-1 in order, so a
+// row's result does not depend on n or on the other rows (batch-invariant by construction).
+//
+// Available only on x86-64 CPUs with AVX-512F (checked at run time: PackedGemmAvailable);
+// elsewhere callers use libtorch's matmul. Single-threaded: callers split rows over threads.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+namespace lightrl::model {
+
+// Output columns per panel.
+constexpr int64_t kPackedPanel = 16;
+
+// True when this build and this CPU can run PackedGemm (x86-64, GCC/Clang, AVX-512F).
+bool PackedGemmAvailable();
+
+// w: [N, K] fp32 CPU (any strides) -> panels [ceil(N/16), K, 16] fp32 contiguous, column j of W
+// at panel j/16, lane j%16; lanes past N are zero.
+at::Tensor PackLinearWeight(const at::Tensor& w);
+
+// out[r * ldo + j] = sum_k x[r * ldx + k] * W[j][k] for r < n, j < N; panels from
+// PackLinearWeight(W) (64-byte aligned, as libtorch allocates). REQUIRES PackedGemmAvailable().
+void PackedGemm(const float* x, int64_t ldx, int64_t n, int64_t K, const float* panels, int64_t N, float* out,
+                int64_t ldo);
+
+}  // namespace lightrl::model

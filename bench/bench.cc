@@ -2,10 +2,14 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <iomanip>
 #include <sstream>
+
+#include "model/packed_gemm.h"
 
 namespace lightrl::bench {
 
@@ -67,6 +71,25 @@ int PrintTargets(const std::vector<Target>& targets) {
   }
   std::fflush(stdout);
   return misses;
+}
+
+double MeasurePackedGemmGflops(int n) {
+  if (!model::PackedGemmAvailable()) return 0;
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({n, n});
+  auto panels = model::PackLinearWeight(torch::randn({n, n}));
+  auto out = torch::empty({n, n});
+  const float* xp = x.data_ptr<float>();
+  const float* pp = panels.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  double t = TimeMedian(
+      [&] {
+        at::parallel_for(0, n, 8, [&](int64_t b, int64_t e) {
+          model::PackedGemm(xp + b * n, n, e - b, n, pp, n, op + b * n, n);
+        });
+      },
+      5, 0.5, 2);
+  return 2.0 * n * n * static_cast<double>(n) / t / 1e9;
 }
 
 double MeasureMatmulGflops(int n) {

@@ -53,6 +53,11 @@ int PrintTargets(const std::vector<Target>& targets);
 // Achieved fp32 matmul rate in GFLOP/s at n x n x n on the current thread setting (the
 // in-run baseline for FLOP-rate and MFU targets).
 double MeasureMatmulGflops(int n = 1024);
+// The same for model::PackedGemm (the decode step's AVX-512 kernel) at n x n x n, rows split over
+// the intra-op threads; 0 where PackedGemm is unavailable. On CPUs where libtorch's BLAS runs
+// narrower kernels than the hardware has (Debian's OpenBLAS 0.3.21 runs AVX2 kernels on AVX-512
+// AMD Zen), this is the higher of the two rates, and a compute limit must use it.
+double MeasurePackedGemmGflops(int n = 1024);
 
 // Suite entry points (one translation unit each). Return 0 on success (targets may MISS; a
 // miss is reported, not an error), non-zero on a failure to run.

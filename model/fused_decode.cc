@@ -366,7 +366,13 @@ bool FusedDecodeApplies(const HybridModelImpl& m, const torch::Tensor& input_ids
     return false;
   }
   const bool grad = torch::GradMode::is_enabled();
-  for (const auto& p : m.parameters(/*recurse=*/true)) {
+  FusedDecodePack& pack = *m.fused_decode_pack;
+  std::lock_guard<std::mutex> lock(pack.mutex);
+  if (!pack.parameters_collected) {
+    pack.parameters = m.parameters(/*recurse=*/true);
+    pack.parameters_collected = true;
+  }
+  for (const auto& p : pack.parameters) {
     if (!p.device().is_cpu() || p.scalar_type() != torch::kFloat || !p.is_contiguous()) return false;
     if (grad && p.requires_grad()) return false;
   }
@@ -426,11 +432,17 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
         LR_CHECK(s0.scalar_type() == torch::kFloat && s0.device().is_cpu(),
                  "LightningAttention: cached state must be fp32 on the CPU, got ", s0.scalar_type(), " on ",
                  s0.device());
-        keep.push_back(s0.contiguous());
-        lp.state = F(keep.back());
       }
-      lc.lightning.state = torch::empty({B, H, D, D}, torch::kFloat);  // [B, H, D, D] fp32
-      lp.next_state = F(lc.lightning.state);
+      if (s0.defined() && s0.is_contiguous()) {
+        lp.state = lp.next_state = F(s0);  // updated in place, like the KV caches
+      } else {
+        if (s0.defined()) {
+          keep.push_back(s0.contiguous());
+          lp.state = F(keep.back());
+        }
+        lc.lightning.state = torch::empty({B, H, D, D}, torch::kFloat);  // [B, H, D, D] fp32
+        lp.next_state = F(lc.lightning.state);
+      }
     } else {
       lp.lengths = lp.layer->softmax->ReserveCache(&lc.softmax, B, 1, torch::kFloat, torch::kCPU, /*contiguous=*/true);
       lp.k_cache = lc.softmax.k;

@@ -37,7 +37,7 @@ namespace lightrl::model {
 
 // Rows below which a decode step stays on one thread (more threads would each see GEMMs too
 // small to pay for the wake-up).
-constexpr int64_t kFusedMinRowsPerThread = 8;
+constexpr int64_t kFusedMinRowsPerThread = 2;
 
 // The fused step's per-model state (HybridModelImpl::fused_decode_pack).
 struct FusedDecodePack {
@@ -49,6 +49,10 @@ struct FusedDecodePack {
     torch::Tensor panels;        // PackLinearWeight(source): [ceil(N/16), K, 16] fp32
   };
   std::vector<Linear> linears;  // in the step's traversal order (layer by layer, then the head)
+  // Every parameter (handles: they follow set_data, so a later dtype or device change shows);
+  // collected on the first FusedDecodeApplies instead of walking the modules every step.
+  std::vector<torch::Tensor> parameters;
+  bool parameters_collected = false;
 };
 
 // Whether forward(input_ids, ctx, cache, options) may take the fused step: options.fused_decode,
@@ -60,8 +64,9 @@ bool FusedDecodeApplies(const HybridModelImpl& m, const torch::Tensor& input_ids
 // The step itself. input_ids [B, 1] int64 (ids already range-checked), cache sized for the
 // model's layers and B rows (HybridModel::forward does both). Returns hidden [B, 1, C] and,
 // unless options.skip_head, logits [B, 1, V] fp32 (values [B, 1] for a value head); updates the
-// cache exactly as the module path does (new lightning states, KV written at lengths[b],
-// lengths + 1, tokens + 1).
+// cache as the module path does (KV written at lengths[b], lengths + 1, tokens + 1), except that
+// a contiguous lightning state is updated in place (the module path replaces the tensor): like
+// the KV caches, a shallow copy of the cache taken before the step sees the update.
 ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, ModelCache* cache,
                             const ForwardOptions& options);
 

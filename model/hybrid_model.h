@@ -35,6 +35,8 @@ struct LayerCache {
 
 // Decode-time state of the whole model for B rows. Default-constructed = empty (all rows at
 // position 0); pass the same object to successive forward() calls to continue the sequences.
+// forward() may update the cache tensors in place (KV slots always; lightning states in the fused
+// decode step), so a shallow copy (struct copy) shares them: to fork a cache, SelectRows it.
 struct ModelCache {
   std::vector<LayerCache> layers;  // [L]; sized on first use
   int64_t batch = 0;               // rows this cache holds (0 = not yet used)

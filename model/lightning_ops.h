@@ -97,8 +97,9 @@ LightningResult LightningDecodeStep(const torch::Tensor& q, const torch::Tensor&
 // The plain-loop kernel of LightningDecodeStep for fp32 callers that hold raw buffers (the fused
 // decode step, model/fused_decode.h). `rows` (row, head) pairs r = b*H + h; row r's q, k and v
 // start at q + r*row_stride, k + r*row_stride, v + r*row_stride (unit stride along D); state
-// (nullptr = zeros) and next_state are [rows, D, D], out is [rows, D]; decay: [H] λ = exp(-slope).
-// Single-threaded; the same arithmetic as LightningDecodeStep's no-autograd CPU path.
+// (nullptr = zeros) and next_state are [rows, D, D] and may be the same buffer (update in place),
+// out is [rows, D]; decay: [H] λ = exp(-slope). Single-threaded; the math of LightningDecodeStep,
+// vectorised for the CPU it runs on (with FMA where available, so the last bits can differ).
 void LightningDecodeRowsF32(const float* q, const float* k, const float* v, int64_t row_stride, const float* state,
                             const float* decay, int64_t rows, int64_t H, int64_t D, float* next_state, float* out);
 

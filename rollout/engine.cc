@@ -1,5 +1,7 @@
 #include "rollout/engine.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -97,6 +99,9 @@ struct Row {
     out.queue_seconds = std::chrono::duration<double>(admitted - req->submitted).count();
   }
 };
+
+// Rows per thread below which sampling stays on the calling thread.
+constexpr int64_t kSampleRowsPerThread = 8;
 
 // Longest stop string in bytes (0 if none).
 size_t MaxStopBytes(const SamplingParams& p) {
@@ -215,11 +220,14 @@ struct Engine::Impl {
              " for ", n, " rows");
     const float* base = logits.data_ptr<float>();
     std::vector<int64_t> tokens(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const SamplingParams& p = targets[i]->req->request.params;
-      const double u = p.temperature > 0 ? targets[i]->rng.Uniform() : 0.0;
-      tokens[i] = SampleToken(base + i * vocab, vocab, p, u);
-    }
+    // Rows are independent (each draws from its own RNG), so they are sampled in parallel.
+    at::parallel_for(0, n, kSampleRowsPerThread, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const SamplingParams& p = targets[i]->req->request.params;
+        const double u = p.temperature > 0 ? targets[i]->rng.Uniform() : 0.0;
+        tokens[i] = SampleToken(base + i * vocab, vocab, p, u);
+      }
+    });
     // Log-probs / entropies with the trainer's functions, grouped by temperature (each row is
     // reduced on its own, so grouping does not change a row's value).
     std::vector<float> logprob(n), entropy(n, 0.f);

@@ -165,7 +165,8 @@ struct LayerPlan {
   std::vector<Weight> w1, w3, w2;  // [E] experts
   // lightning
   const float* state = nullptr;  // [B, H, D, D] old state (nullptr = zeros)
-  float* next_state = nullptr;   // [B, H, D, D] new state
+  float* next_state = nullptr;   // [B, H, D, D] new state (may be `state`: in place)
+  at::Tensor state_tensor;       // the old state as a tensor (undefined = zeros), for T > 1
   // softmax
   std::vector<int64_t> lengths;  // [B] row lengths before this step
   at::Tensor k_cache, v_cache;   // [B, Hkv, capacity, D] fp32 contiguous
@@ -174,60 +175,79 @@ struct LayerPlan {
 struct StepPlan {
   const ModelConfig* config = nullptr;
   HybridModelImpl* model = nullptr;
-  const int64_t* ids = nullptr;  // [B]
+  const int64_t* ids = nullptr;  // [B, T] row-major
+  int64_t T = 1;                 // new tokens per row
+  bool last_only = false;        // head on each row's last token only
   std::vector<LayerPlan> layers;
   Weight head_weight;  // lm_head [V, C] or value_head [1, C]
-  at::Tensor hidden;  // [B, C] final-normed hidden (output)
-  at::Tensor head;    // [B, V] logits or [B, 1] values (output; undefined with skip_head)
+  at::Tensor hidden;  // [B*T, C] final-normed hidden (output)
+  at::Tensor head;    // [B or B*T, V] logits or [B or B*T, 1] values (output; undefined with skip_head)
 };
 
-// Scratch of one row range (allocated per step per thread: a handful of small tensors).
+// Scratch of one range of rows (allocated per step per thread: a handful of small tensors).
+// n = token rows = sequences * T, row r = (sequence, token) = (r / T, r % T).
 struct Scratch {
   at::Tensor x, h, y, a;     // [n, C] residual stream, normed input, residual, attention out
   at::Tensor qkv, gate, o;   // lightning: [n, 3*H*D], [n, H*D], [n, H*D]
-  at::Tensor q, k, v, qrot;  // softmax: [n, H*D], [n, Hkv*D], [n, Hkv*D], [n, H, 1, D]
+  at::Tensor q, k, v, qrot;  // softmax: [n, H*D], [n, Hkv*D], [n, Hkv*D], [sequences, H, T, D]
   at::Tensor router;         // [n, E]
   at::Tensor xe, u, w3, ye;  // experts: [n*K, C], [n*K, I], [n*K, I], [n*K, C]
   at::Tensor moe;            // [n, C]
 };
 
-// Attention of one lightning layer for rows [b0, b0 + n): s.h -> s.a.
-void LightningRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t n, Scratch& s) {
+// Attention of one lightning layer for sequences [b0, b0 + ns) (n = ns * T token rows):
+// s.h -> s.a. One token per row: the recurrent step (LightningDecodeRowsF32). Several: the
+// chunked algorithm from the cached state (LightningAttentionChunked), as a prefill does.
+void LightningRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t ns, Scratch& s) {
   const LightningAttentionImpl& la = *lp.layer->lightning;
-  const int64_t H = la.num_heads(), D = la.head_dim(), inner = H * D;
+  const int64_t H = la.num_heads(), D = la.head_dim(), inner = H * D, T = p.T, n = ns * T;
   Linear(s.h, lp.qkv, s.qkv);  // [n, H, 3D]: head h owns q | k | v
   SiluInPlace(F(s.qkv), n * 3 * inner);
   Linear(s.h, lp.gate, s.gate);
   const float* qkv = F(s.qkv);
   const int64_t state_row = H * D * D;
-  LightningDecodeRowsF32(qkv, qkv + D, qkv + 2 * D, 3 * D, lp.state ? lp.state + b0 * state_row : nullptr,
-                         F(la.decay()), n * H, H, D, lp.next_state + b0 * state_row, F(s.o));
+  if (T == 1) {
+    LightningDecodeRowsF32(qkv, qkv + D, qkv + 2 * D, 3 * D, lp.state ? lp.state + b0 * state_row : nullptr,
+                           F(la.decay()), n * H, H, D, lp.next_state + b0 * state_row, F(s.o));
+  } else {
+    const at::Tensor heads = s.qkv.view({ns, T, H, 3 * D});  // [ns, T, H, 3D]
+    const at::Tensor q = heads.narrow(3, 0, D).transpose(1, 2), k = heads.narrow(3, D, D).transpose(1, 2);
+    const at::Tensor v = heads.narrow(3, 2 * D, D).transpose(1, 2);  // each [ns, H, T, D]
+    const at::Tensor s0 = lp.state_tensor.defined() ? lp.state_tensor.narrow(0, b0, ns) : at::Tensor();
+    const LightningResult r =
+        LightningAttentionChunked(q, k, v, la.slopes(), s0, LightningOptions{la.block_size(), {}, true});
+    s.o.view({ns, T, H, D}).copy_(r.out.transpose(1, 2));  // head-major rows [n, H*D]
+    const at::Tensor state = r.state.contiguous();         // [ns, H, D, D]
+    std::memcpy(lp.next_state + b0 * state_row, F(state), ns * state_row * sizeof(float));
+  }
   NormGateRows(F(s.o), F(s.gate), F(la.norm->weight), static_cast<float>(la.norm->eps), n, inner);
   Linear(s.o, lp.out, s.a);
 }
 
-// Attention of one softmax layer for rows [b0, b0 + n): s.h -> s.a (writes the rows' new K/V).
-void SoftmaxRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t n, Scratch& s) {
+// Attention of one softmax layer for sequences [b0, b0 + ns): s.h -> s.a (writes their new K/V at
+// [lengths[b], lengths[b] + T); query t attends keys [0, lengths[b] + t]).
+void SoftmaxRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t ns, Scratch& s) {
   const SoftmaxAttentionImpl& sa = *lp.layer->softmax;
   const int64_t H = sa.num_heads(), Hkv = sa.num_kv_heads(), D = sa.head_dim(), rot = sa.rotary_dim();
+  const int64_t T = p.T, n = ns * T;
   Linear(s.h, lp.q, s.q);
   Linear(s.h, lp.k, s.k);
   Linear(s.h, lp.v, s.v);
-  const std::vector<int64_t> lengths(lp.lengths.begin() + b0, lp.lengths.begin() + b0 + n);
+  const std::vector<int64_t> lengths(lp.lengths.begin() + b0, lp.lengths.begin() + b0 + ns);
   std::vector<float> cos, sin;
-  detail::RopeTables<float>(lengths, 1, rot, sa.rope_theta(), &cos, &sin);
+  detail::RopeTables<float>(lengths, T, rot, sa.rope_theta(), &cos, &sin);
   const at::Tensor& ck = lp.k_cache;
   const at::Tensor& cv = lp.v_cache;
-  // [n, Hkv*D] viewed as [n, Hkv, 1, D] (the layout RopeInto reads).
-  auto heads = [n, D](const at::Tensor& t, int64_t h) { return t.view({n, 1, h, D}).transpose(1, 2); };
-  detail::RopeInto<float>(heads(s.q, H), cos, sin, rot / 2, rot, F(s.qrot), H * D, D, D, {});
+  // [n, h*D] viewed as [ns, h, T, D] (the layout RopeInto reads).
+  auto heads = [ns, T, D](const at::Tensor& t, int64_t h) { return t.view({ns, T, h, D}).transpose(1, 2); };
+  detail::RopeInto<float>(heads(s.q, H), cos, sin, rot / 2, rot, F(s.qrot), H * T * D, T * D, D, {});
   detail::RopeInto<float>(heads(s.k, Hkv), cos, sin, rot / 2, rot, F(ck) + b0 * ck.stride(0), ck.stride(0),
                           ck.stride(1), ck.stride(2), lengths);
   detail::RopeInto<float>(heads(s.v, Hkv), cos, sin, 0, 0, F(cv) + b0 * cv.stride(0), cv.stride(0), cv.stride(1),
                           cv.stride(2), lengths);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  const at::Tensor o = CachedAttention(s.qrot, ck.narrow(0, b0, n), cv.narrow(0, b0, n), lengths, scale);
-  Linear(o.transpose(1, 2).reshape({n, H * D}), lp.o, s.a);  // o: [n, H, 1, D] view of [n, 1, H, D]
+  const at::Tensor o = CachedAttention(s.qrot, ck.narrow(0, b0, ns), cv.narrow(0, b0, ns), lengths, scale);
+  Linear(o.transpose(1, 2).reshape({n, H * D}), lp.o, s.a);  // o: [ns, H, T, D] view of [ns, T, H, D]
 }
 
 // MoE block for n rows: s.h -> s.moe (moe.cc: fp32 softmax router, top-k renormalised, SwiGLU
@@ -293,11 +313,11 @@ void MoeRows(const StepPlan& p, const LayerPlan& lp, int64_t n, Scratch& s) {
   for (int64_t slot = 0; slot < n * K; ++slot) AddScaled(out + token_of[slot] * C, ye + slot * C, weight_of[slot], C);
 }
 
-// All layers and the head for rows [b0, b1), on the calling thread.
+// All layers and the head for sequences [b0, b1), on the calling thread.
 void RunRows(const StepPlan& p, int64_t b0, int64_t b1) {
   torch::NoGradGuard no_grad;  // grad mode is thread-local
   const ModelConfig& c = *p.config;
-  const int64_t n = b1 - b0, C = c.hidden_size, H = c.num_attention_heads, D = c.head_dim;
+  const int64_t ns = b1 - b0, T = p.T, n = ns * T, C = c.hidden_size, H = c.num_attention_heads, D = c.head_dim;
   const int64_t Hkv = c.num_key_value_heads, E = c.num_local_experts, K = c.num_experts_per_tok;
   const int64_t I = c.intermediate_size, inner = H * D;
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -323,20 +343,20 @@ void RunRows(const StepPlan& p, int64_t b0, int64_t b1) {
     s.q = at::empty({n, inner}, f32);
     s.k = at::empty({n, Hkv * D}, f32);
     s.v = at::empty({n, Hkv * D}, f32);
-    s.qrot = at::empty({n, H, 1, D}, f32);
+    s.qrot = at::empty({ns, H, T, D}, f32);
   }
 
   const float* emb = F(p.model->model->embed_tokens->weight);
   float* x = F(s.x);
-  for (int64_t r = 0; r < n; ++r) std::memcpy(x + r * C, emb + p.ids[b0 + r] * C, C * sizeof(float));
+  for (int64_t r = 0; r < n; ++r) std::memcpy(x + r * C, emb + p.ids[b0 * T + r] * C, C * sizeof(float));
 
   for (const LayerPlan& lp : p.layers) {
     const DecoderLayerImpl& layer = *lp.layer;
     RmsNormRows(x, F(layer.input_layernorm->weight), static_cast<float>(layer.input_layernorm->eps), n, C, F(s.h));
     if (lp.lightning) {
-      LightningRows(p, lp, b0, n, s);
+      LightningRows(p, lp, b0, ns, s);
     } else {
-      SoftmaxRows(p, lp, b0, n, s);
+      SoftmaxRows(p, lp, b0, ns, s);
     }
     // y = (postnorm ? h1 : x) * alpha_attn + attn * beta_attn; h2 = RMSNorm_post(y)
     Residual(layer.postnorm() ? F(s.h) : x, static_cast<float>(layer.alpha_attn()), F(s.a),
@@ -348,12 +368,17 @@ void RunRows(const StepPlan& p, int64_t b0, int64_t b1) {
     Residual(layer.postnorm() ? F(s.h) : F(s.y), static_cast<float>(layer.alpha_mlp()), F(s.moe),
              static_cast<float>(layer.beta_mlp()), n * C, x);
   }
-  at::Tensor hidden = p.hidden.narrow(0, b0, n);  // [n, C]
+  at::Tensor hidden = p.hidden.narrow(0, b0 * T, n);  // [n, C]
   const RMSNormImpl& norm = *p.model->model->norm;
   RmsNormRows(x, F(norm.weight), static_cast<float>(norm.eps), n, C, F(hidden));
-  if (p.head.defined()) {
-    at::Tensor out = p.head.narrow(0, b0, n);
+  if (!p.head.defined()) return;
+  if (!p.last_only || T == 1) {
+    at::Tensor out = p.head.narrow(0, b0 * T, n);
     Linear(hidden, p.head_weight, out);
+  } else {
+    at::Tensor last = hidden.view({ns, T, C}).select(1, T - 1).contiguous();  // [ns, C]
+    at::Tensor out = p.head.narrow(0, b0, ns);
+    Linear(last, p.head_weight, out);
   }
 }
 
@@ -361,7 +386,8 @@ void RunRows(const StepPlan& p, int64_t b0, int64_t b1) {
 
 bool FusedDecodeApplies(const HybridModelImpl& m, const torch::Tensor& input_ids, const ForwardContext& ctx,
                         const ModelCache* cache, const ForwardOptions& options) {
-  if (!options.fused_decode || cache == nullptr || input_ids.dim() != 2 || input_ids.size(1) != 1 ||
+  if (!options.fused_decode || cache == nullptr || input_ids.dim() != 2 || input_ids.size(1) < 1 ||
+      input_ids.size(1) > kFusedMaxTokens ||
       !ctx.cu_seqlens.empty() || options.compute_aux_loss || !input_ids.device().is_cpu()) {
     return false;
   }
@@ -383,10 +409,10 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
                             const ForwardOptions& options) {
   torch::NoGradGuard no_grad;
   const ModelConfig& c = m.config();
-  const int64_t B = input_ids.size(0), L = c.num_hidden_layers, C = c.hidden_size;
-  LR_CHECK(input_ids.size(1) == 1 && cache != nullptr && cache->batch == B &&
+  const int64_t B = input_ids.size(0), T = input_ids.size(1), L = c.num_hidden_layers, C = c.hidden_size;
+  LR_CHECK(T >= 1 && T <= kFusedMaxTokens && cache != nullptr && cache->batch == B &&
                static_cast<int64_t>(cache->layers.size()) == L,
-           "FusedDecodeStep: needs [B, 1] ids and a cache of B rows and ", L, " layers");
+           "FusedDecodeStep: needs [B, T <= ", kFusedMaxTokens, "] ids and a cache of B rows and ", L, " layers");
   const torch::Tensor ids = input_ids.contiguous();
   FusedDecodePack& pack = *m.fused_decode_pack;
   std::lock_guard<std::mutex> lock(pack.mutex);
@@ -395,6 +421,8 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
   p.config = &c;
   p.model = &m;
   p.ids = ids.data_ptr<int64_t>();
+  p.T = T;
+  p.last_only = options.last_position_only;
   p.layers.resize(L);
   std::vector<torch::Tensor> keep;  // contiguous copies of old states, alive until the step ends
   for (int64_t l = 0; l < L; ++l) {
@@ -435,40 +463,47 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
       }
       if (s0.defined() && s0.is_contiguous()) {
         lp.state = lp.next_state = F(s0);  // updated in place, like the KV caches
+        lp.state_tensor = s0;
       } else {
         if (s0.defined()) {
           keep.push_back(s0.contiguous());
           lp.state = F(keep.back());
+          lp.state_tensor = keep.back();
         }
         lc.lightning.state = torch::empty({B, H, D, D}, torch::kFloat);  // [B, H, D, D] fp32
         lp.next_state = F(lc.lightning.state);
       }
     } else {
-      lp.lengths = lp.layer->softmax->ReserveCache(&lc.softmax, B, 1, torch::kFloat, torch::kCPU, /*contiguous=*/true);
+      lp.lengths = lp.layer->softmax->ReserveCache(&lc.softmax, B, T, torch::kFloat, torch::kCPU, /*contiguous=*/true);
       lp.k_cache = lc.softmax.k;
       lp.v_cache = lc.softmax.v;
     }
   }
   p.head_weight = packed(m.head_type() == HeadType::kLanguageModel ? m.lm_head->weight : m.value_head->weight);
-  p.hidden = torch::empty({B, C}, torch::kFloat);
+  p.hidden = torch::empty({B * T, C}, torch::kFloat);
+  const int64_t head_rows = options.last_position_only ? B : B * T;
   if (!options.skip_head) {
     const int64_t V = m.head_type() == HeadType::kLanguageModel ? c.vocab_size : 1;
-    p.head = torch::empty({B, V}, torch::kFloat);
+    p.head = torch::empty({head_rows, V}, torch::kFloat);
   }
 
-  at::parallel_for(0, B, kFusedMinRowsPerThread, [&](int64_t b0, int64_t b1) { RunRows(p, b0, b1); });
+  // Whole sequences per thread (their tokens depend on each other), at least
+  // kFusedMinRowsPerThread token rows each.
+  const int64_t grain = std::max<int64_t>(1, (kFusedMinRowsPerThread + T - 1) / T);
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { RunRows(p, b0, b1); });
 
   for (int64_t l = 0; l < L; ++l) {
     if (p.layers[l].lightning) continue;
     std::vector<int64_t> lengths = p.layers[l].lengths;
-    for (auto& len : lengths) len += 1;
+    for (auto& len : lengths) len += T;
     cache->layers[l].softmax.lengths = torch::tensor(lengths, torch::TensorOptions().dtype(torch::kLong));
   }
-  cache->tokens += 1;
+  cache->tokens += T;
   ModelOutput out;
-  out.hidden = p.hidden.view({B, 1, C});
+  out.hidden = p.hidden.view({B, T, C});
   if (p.head.defined()) {
-    out.logits = m.head_type() == HeadType::kLanguageModel ? p.head.view({B, 1, c.vocab_size}) : p.head.view({B, 1});
+    const int64_t Th = head_rows / B;
+    out.logits = m.head_type() == HeadType::kLanguageModel ? p.head.view({B, Th, c.vocab_size}) : p.head.view({B, Th});
   }
   return out;
 }

@@ -1,12 +1,15 @@
-// The fused decode step: HybridModel::forward for one new token per row on CPU in fp32, the
-// rollout engine's hot loop. Internal to model/ (HybridModel::forward calls it; callers choose
-// with ForwardOptions::fused_decode).
+// The fused decode step: HybridModel::forward with a cache for a few new tokens per row on CPU in
+// fp32 — the rollout engine's decode steps (T = 1, the hot loop) and its prompt prefills
+// (T <= kFusedMaxTokens). Internal to model/ (HybridModel::forward calls it; callers choose with
+// ForwardOptions::fused_decode). The lightning layers run the recurrent step for T == 1 and the
+// chunked algorithm (LightningAttentionChunked, from the cached state) for T > 1, as the module
+// path does.
 //
 // Same math, same weights, same caches as the module-by-module path, organised for small
 // batches:
-//   * The rows are split over the intra-op threads once per step (at::parallel_for, at least
-//     kFusedMinRowsPerThread rows per thread), and each thread runs ALL layers for its rows
-//     single-threaded: decode rows never interact, so a step has one parallel region instead of
+//   * The rows are split over the intra-op threads once per step (at::parallel_for, whole rows,
+//     at least kFusedMinRowsPerThread tokens per thread), and each thread runs ALL layers for its
+//     rows single-threaded: rows never interact, so a step has one parallel region instead of
 //     two thread wake-ups per op (several hundred per step at B = 64 on the tiny model).
 //   * Per layer the only library calls are the projections: PackedGemm (model/packed_gemm.h)
 //     over weights packed once per weight version where the CPU has AVX-512F, at::mm_out into
@@ -35,9 +38,13 @@
 
 namespace lightrl::model {
 
-// Rows below which a decode step stays on one thread (more threads would each see GEMMs too
+// Token rows below which a step stays on one thread (more threads would each see GEMMs too
 // small to pay for the wake-up).
 constexpr int64_t kFusedMinRowsPerThread = 2;
+// Most tokens per row the fused step takes: decode (1) and short prefills, such as a rollout
+// prompt. Longer calls are compute-bound and take the module path (blockwise softmax attention;
+// CachedAttention's per-query loops are O(T^2) vector work).
+constexpr int64_t kFusedMaxTokens = 512;
 
 // The fused step's per-model state (HybridModelImpl::fused_decode_pack).
 struct FusedDecodePack {
@@ -56,15 +63,16 @@ struct FusedDecodePack {
 };
 
 // Whether forward(input_ids, ctx, cache, options) may take the fused step: options.fused_decode,
-// a cache, T == 1, no packed documents, no aux loss, CPU int64 ids, every parameter a CPU fp32
+// a cache, 1 <= T <= kFusedMaxTokens, no packed documents, no aux loss, CPU int64 ids, every parameter a CPU fp32
 // tensor, and no autograd (grad mode off or no parameter requiring grad).
 bool FusedDecodeApplies(const HybridModelImpl& m, const torch::Tensor& input_ids, const ForwardContext& ctx,
                         const ModelCache* cache, const ForwardOptions& options);
 
-// The step itself. input_ids [B, 1] int64 (ids already range-checked), cache sized for the
-// model's layers and B rows (HybridModel::forward does both). Returns hidden [B, 1, C] and,
-// unless options.skip_head, logits [B, 1, V] fp32 (values [B, 1] for a value head); updates the
-// cache as the module path does (KV written at lengths[b], lengths + 1, tokens + 1), except that
+// The step itself. input_ids [B, T] int64 (ids already range-checked), cache sized for the
+// model's layers and B rows (HybridModel::forward does both). Returns hidden [B, T, C] and,
+// unless options.skip_head, logits [B, T or 1 (last_position_only), V] fp32 (values [B, T or 1]
+// for a value head); updates the cache as the module path does (KV written at
+// [lengths[b], lengths[b] + T), lengths + T, tokens + T), except that
 // a contiguous lightning state is updated in place (the module path replaces the tensor): like
 // the KV caches, a shallow copy of the cache taken before the step sees the update.
 ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, ModelCache* cache,

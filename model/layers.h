@@ -75,6 +75,7 @@ class LightningAttentionImpl : public torch::nn::Module {
   torch::Tensor decay() const { return decay_; }
   int64_t num_heads() const { return num_heads_; }
   int64_t head_dim() const { return head_dim_; }
+  int64_t block_size() const { return block_size_; }
 
   torch::nn::Linear qkv_proj{nullptr}, output_gate{nullptr}, out_proj{nullptr};
   RMSNorm norm{nullptr};

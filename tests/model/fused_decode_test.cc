@@ -90,20 +90,21 @@ void ExpectCachesClose(const ModelCache& a, const ModelCache& b, const std::stri
   }
 }
 
-// Runs `steps` decode steps from `start` with the fused step and with the module path and
-// compares everything they produce. An empty `start` begins `empty_rows` new sequences.
+// Runs `steps` calls of `tokens` new tokens per row from `start` with the fused step and with the
+// module path and compares everything they produce. An empty `start` begins `empty_rows` new
+// sequences.
 void CompareSteps(HybridModel& m, const ModelCache& start, int steps, const std::string& what,
-                  int64_t empty_rows = 6) {
+                  int64_t empty_rows = 6, int64_t tokens = 1, bool last_only = true) {
   torch::NoGradGuard no_grad;
   const int64_t B = start.batch > 0 ? start.batch : empty_rows;
   ModelCache fused = start.batch > 0 ? Copy(start) : ModelCache{};
   ModelCache modules = start.batch > 0 ? Copy(start) : ModelCache{};
   ForwardOptions on, off;
-  on.last_position_only = off.last_position_only = true;
+  on.last_position_only = off.last_position_only = last_only;
   off.fused_decode = false;
   auto gen = at::detail::createCPUGenerator(5);
   for (int s = 0; s < steps; ++s) {
-    torch::Tensor ids = at::randint(m->config().vocab_size, {B, 1}, gen, torch::kLong);  // [B, 1]
+    torch::Tensor ids = at::randint(m->config().vocab_size, {B, tokens}, gen, torch::kLong);  // [B, tokens]
     EXPECT_TRUE(FusedDecodeApplies(*m, ids, {}, &fused, on)) << what;
     ModelOutput a = m->forward(ids, {}, &fused, on);
     ModelOutput b = m->forward(ids, {}, &modules, off);
@@ -199,6 +200,21 @@ TEST(FusedDecodeTest, StartsFromAnEmptyCache) {
   CompareSteps(m, ModelCache{}, 3, "empty cache", 2 * kFusedMinRowsPerThread);
 }
 
+TEST(FusedDecodeTest, PrefillsMatchTheModulePathFromEmptyAndFromCachedRows) {
+  // T > 1: the chunked lightning algorithm from the cached state (T = 13 is one full block of 8
+  // plus a partial one) and causal attention over the cached prefix plus the new tokens.
+  HybridModel m = MakeModel(SmallConfig());
+  ThreadCount tc(2);
+  CompareSteps(m, ModelCache{}, 1, "prefill from empty, head on every position", 3, 13, false);
+  CompareSteps(m, ModelCache{}, 1, "prefill from empty, last position", 5, 13, true);
+  ModelCache start;
+  {
+    torch::NoGradGuard no_grad;
+    start = MixedCache(m, 5);
+  }
+  CompareSteps(m, start, 2, "prefill continuing rows of different lengths", 0, 5, false);
+}
+
 TEST(FusedDecodeTest, PreNormLayersAndTheValueHead) {
   ModelConfig c = SmallConfig();
   c.postnorm = false;
@@ -238,7 +254,9 @@ TEST(FusedDecodeTest, IsNotTakenWhereItDoesNotApply) {
     EXPECT_TRUE(FusedDecodeApplies(*m, one, {}, &cache, on));
     EXPECT_FALSE(FusedDecodeApplies(*m, one, {}, &cache, off));
     EXPECT_FALSE(FusedDecodeApplies(*m, one, {}, nullptr, on));  // no cache
-    EXPECT_FALSE(FusedDecodeApplies(*m, two, {}, &cache, on));   // prefill
+    EXPECT_TRUE(FusedDecodeApplies(*m, two, {}, &cache, on));    // a short prefill
+    const torch::Tensor long_prefill = torch::zeros({1, kFusedMaxTokens + 1}, torch::kLong);
+    EXPECT_FALSE(FusedDecodeApplies(*m, long_prefill, {}, &cache, on));
     EXPECT_FALSE(FusedDecodeApplies(*m, one, {}, &cache, aux));  // aux loss wants router logits
   }
   // Autograd on: parameters require grad, so the module path must run (it is differentiable).

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "core/check.h"
 
@@ -60,25 +61,49 @@ __attribute__((target("avx512f"), always_inline)) inline void Kernel(const float
   }
 }
 
-// All n rows against P panels (cols valid columns), 8 rows at a time plus a tail.
+// Rows [0, rows) (rows <= 8, and <= 4 for P == 4) against P panels (cols valid columns).
 template <int P>
-__attribute__((target("avx512f"))) void PanelRows(const float* x, int64_t ldx, int64_t n, const float* panel,
-                                                  int64_t K, float* out, int64_t ldo, int64_t cols) {
-  constexpr int kRows = 8;
-  int64_t r = 0;
-  for (; r + kRows <= n; r += kRows) Kernel<kRows, P>(x + r * ldx, ldx, panel, K, out + r * ldo, ldo, cols);
-  const float* xr = x + r * ldx;
-  float* o = out + r * ldo;
-  switch (n - r) {
-    case 1: Kernel<1, P>(xr, ldx, panel, K, o, ldo, cols); break;
-    case 2: Kernel<2, P>(xr, ldx, panel, K, o, ldo, cols); break;
-    case 3: Kernel<3, P>(xr, ldx, panel, K, o, ldo, cols); break;
-    case 4: Kernel<4, P>(xr, ldx, panel, K, o, ldo, cols); break;
-    case 5: Kernel<5, P>(xr, ldx, panel, K, o, ldo, cols); break;
-    case 6: Kernel<6, P>(xr, ldx, panel, K, o, ldo, cols); break;
-    case 7: Kernel<7, P>(xr, ldx, panel, K, o, ldo, cols); break;
-    default: break;
+__attribute__((target("avx512f"))) void Block(const float* x, int64_t ldx, int64_t rows, const float* panel,
+                                              int64_t K, float* out, int64_t ldo, int64_t cols) {
+  switch (rows) {
+    case 1: Kernel<1, P>(x, ldx, panel, K, out, ldo, cols); break;
+    case 2: Kernel<2, P>(x, ldx, panel, K, out, ldo, cols); break;
+    case 3: Kernel<3, P>(x, ldx, panel, K, out, ldo, cols); break;
+    case 4: Kernel<4, P>(x, ldx, panel, K, out, ldo, cols); break;
+    default:
+      if constexpr (P <= 2) {
+        switch (rows) {
+          case 5: Kernel<5, P>(x, ldx, panel, K, out, ldo, cols); break;
+          case 6: Kernel<6, P>(x, ldx, panel, K, out, ldo, cols); break;
+          case 7: Kernel<7, P>(x, ldx, panel, K, out, ldo, cols); break;
+          case 8: Kernel<8, P>(x, ldx, panel, K, out, ldo, cols); break;
+          default: break;
+        }
+      }
   }
+}
+
+// Rows [r0, r0 + rows) against panels [p0, np) in groups of `width` panels (then 2, then 1).
+// Panel-major: a group's panels stay in L1 while its row blocks run.
+__attribute__((target("avx512f"))) void Panels(const float* x, int64_t ldx, int64_t r0, int64_t rows, int64_t K,
+                                               const float* panels, int64_t N, float* out, int64_t ldo, int width) {
+  const int64_t np = (N + kPackedPanel - 1) / kPackedPanel;
+  int64_t p = 0;
+  auto run = [&](auto tag) {
+    constexpr int P = decltype(tag)::value;
+    const int64_t cols = std::min<int64_t>(P * kPackedPanel, N - p * kPackedPanel);
+    const float* panel = panels + p * K * kPackedPanel;
+    for (int64_t r = r0; r < r0 + rows; r += 8) {
+      Block<P>(x + r * ldx, ldx, std::min<int64_t>(8, r0 + rows - r), panel, K, out + r * ldo + p * kPackedPanel,
+               ldo, cols);
+    }
+    p += P;
+  };
+  if (width == 4) {
+    while (p + 4 <= np) run(std::integral_constant<int, 4>{});
+  }
+  while (p + 2 <= np) run(std::integral_constant<int, 2>{});
+  if (p < np) run(std::integral_constant<int, 1>{});
 }
 
 }  // namespace
@@ -92,13 +117,12 @@ void PackedGemm(const float* x, int64_t ldx, int64_t n, int64_t K, const float* 
                 int64_t ldo) {
   LR_CHECK(PackedGemmAvailable(), "PackedGemm: this CPU has no AVX-512F (check PackedGemmAvailable first)");
   LR_CHECK(reinterpret_cast<uintptr_t>(panels) % 64 == 0, "PackedGemm: panels must be 64-byte aligned");
-  const int64_t np = (N + kPackedPanel - 1) / kPackedPanel;
-  int64_t p = 0;
-  for (; p + 2 <= np; p += 2) {
-    PanelRows<2>(x, ldx, n, panels + p * K * kPackedPanel, K, out + p * kPackedPanel, ldo,
-                 std::min<int64_t>(2 * kPackedPanel, N - p * kPackedPanel));
-  }
-  if (p < np) PanelRows<1>(x, ldx, n, panels + p * K * kPackedPanel, K, out + p * kPackedPanel, ldo, N - p * kPackedPanel);
+  // Blocks of 8 rows x 2 panels (16 accumulators). A tail of 1-4 rows takes 4 panels at a time so
+  // that it still has 4-16 independent FMA chains (1 or 2 rows x 2 panels would wait on the FMA
+  // latency). Every output element is the same FMA chain over k whatever its block.
+  const int64_t full = n / 8 * 8, tail = n - full;
+  if (full > 0) Panels(x, ldx, 0, full, K, panels, N, out, ldo, 2);
+  if (tail > 0) Panels(x, ldx, full, tail, K, panels, N, out, ldo, tail <= 4 ? 4 : 2);
 }
 
 #else  // !LIGHTRL_PACKED_GEMM

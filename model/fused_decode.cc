@@ -206,7 +206,8 @@ struct Scratch {
 
 // Attention of one lightning layer for sequences [b0, b0 + ns) (n = ns * T token rows):
 // s.h -> s.a. One token per row: the recurrent step (LightningDecodeRowsF32). Several: the
-// chunked algorithm from the cached state (LightningAttentionChunked), as a prefill does.
+// chunked block algorithm from the cached state, as a prefill does: as loops for at most one
+// block (LightningPrefillBlockF32), else LightningAttentionChunked.
 void LightningRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t ns, Scratch& s) {
   const LightningAttentionImpl& la = *lp.layer->lightning;
   const int64_t H = la.num_heads(), D = la.head_dim(), inner = H * D, T = p.T, n = ns * T;
@@ -218,6 +219,16 @@ void LightningRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t n
   if (T == 1) {
     LightningDecodeRowsF32(qkv, qkv + D, qkv + 2 * D, 3 * D, lp.state ? lp.state + b0 * state_row : nullptr,
                            F(la.decay()), n * H, H, D, lp.next_state + b0 * state_row, F(s.o));
+  } else if (T <= la.block_size()) {
+    // A prompt of at most one block: the block algorithm as loops (no libtorch op per layer).
+    const float* slopes = F(la.slopes());
+    for (int64_t i = 0; i < ns; ++i) {
+      const float* rows = qkv + i * T * 3 * inner;
+      const int64_t b = b0 + i;
+      LightningPrefillBlockF32(rows, rows + D, rows + 2 * D, 3 * inner, T, H, D, slopes,
+                               lp.state ? lp.state + b * state_row : nullptr, lp.next_state + b * state_row,
+                               F(s.o) + i * T * inner, inner);
+    }
   } else {
     const at::Tensor heads = s.qkv.view({ns, T, H, 3 * D});  // [ns, T, H, 3D]
     const at::Tensor q = heads.narrow(3, 0, D).transpose(1, 2), k = heads.narrow(3, D, D).transpose(1, 2);

@@ -2,8 +2,8 @@
 // fp32 — the rollout engine's decode steps (T = 1, the hot loop) and its prompt prefills
 // (T <= kFusedMaxTokens). Internal to model/ (HybridModel::forward calls it; callers choose with
 // ForwardOptions::fused_decode). The lightning layers run the recurrent step for T == 1 and the
-// chunked algorithm (LightningAttentionChunked, from the cached state) for T > 1, as the module
-// path does.
+// chunked block algorithm from the cached state for T > 1, as the module path does (one block
+// as plain loops, LightningPrefillBlockF32; longer prompts LightningAttentionChunked).
 //
 // Same math, same weights, same caches as the module-by-module path, organised for small
 // batches:

@@ -91,7 +91,65 @@ LIGHTRL_VECTOR_CLONES void DecodeRowsF32(const float* q, const float* k, const f
   }
 }
 
+// The block algorithm (hybrid_model.md §3.4) for T <= one block of new tokens of one head, from
+// state S0 (nullptr = zeros), as loops: with λ = exp(-s),
+//   o_t = λ^{t+1} q_t S0 + sum_{j<=t} λ^{t-j} (q_t . k_j) v_j,    S' = λ^T S0 + sum_j λ^{T-1-j} k_jᵀ v_j
+// q/k/v rows t at q + t * ts (unit stride along D); o rows at o + t * os; S0/S' [D, D] (S' may be
+// S0: it is written after every o_t has read S0). Decay powers exp(-s * n) in fp32, as the
+// chunked op forms them.
+LIGHTRL_VECTOR_CLONES void PrefillBlockF32(const float* q, const float* k, const float* v, int64_t ts, int64_t T,
+                                           int64_t D, float slope, const float* S0, float* S, float* o, int64_t os) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* __restrict qt = q + t * ts;
+    float* __restrict ot = o + t * os;
+    for (int64_t e = 0; e < D; ++e) ot[e] = 0;
+    if (S0 != nullptr) {
+      const float w = std::exp(-slope * static_cast<float>(t + 1));
+      for (int64_t d = 0; d < D; ++d) {
+        const float qd = qt[d] * w;
+        const float* __restrict srow = S0 + d * D;
+        for (int64_t e = 0; e < D; ++e) ot[e] += qd * srow[e];
+      }
+    }
+    for (int64_t j = 0; j <= t; ++j) {
+      const float* __restrict kj = k + j * ts;
+      const float* __restrict vj = v + j * ts;
+      float dot = 0;
+      for (int64_t d = 0; d < D; ++d) dot += qt[d] * kj[d];
+      const float a = dot * std::exp(-slope * static_cast<float>(t - j));
+      for (int64_t e = 0; e < D; ++e) ot[e] += a * vj[e];
+    }
+  }
+  const float bd = std::exp(-slope * static_cast<float>(T));
+  for (int64_t d = 0; d < D; ++d) {
+    float* __restrict row = S + d * D;
+    if (S0 == S) {
+      for (int64_t e = 0; e < D; ++e) row[e] *= bd;  // in place
+    } else if (S0 != nullptr) {
+      const float* __restrict s0 = S0 + d * D;
+      for (int64_t e = 0; e < D; ++e) row[e] = bd * s0[e];
+    } else {
+      for (int64_t e = 0; e < D; ++e) row[e] = 0;
+    }
+    for (int64_t j = 0; j < T; ++j) {
+      const float kd = k[j * ts + d] * std::exp(-slope * static_cast<float>(T - 1 - j));
+      const float* __restrict vj = v + j * ts;
+      for (int64_t e = 0; e < D; ++e) row[e] += kd * vj[e];
+    }
+  }
+}
+
 }  // namespace
+
+void LightningPrefillBlockF32(const float* q, const float* k, const float* v, int64_t row_stride, int64_t T,
+                              int64_t H, int64_t D, const float* slopes, const float* state, float* next_state,
+                              float* out, int64_t out_stride) {
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t off = h * 3 * D;  // per-head interleaved q | k | v columns
+    PrefillBlockF32(q + off, k + off, v + off, row_stride, T, D, slopes[h], state ? state + h * D * D : nullptr,
+                    next_state + h * D * D, out + h * D, out_stride);
+  }
+}
 
 void LightningDecodeRowsF32(const float* q, const float* k, const float* v, int64_t row_stride, const float* state,
                             const float* decay, int64_t rows, int64_t H, int64_t D, float* next_state, float* out) {

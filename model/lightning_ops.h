@@ -100,6 +100,17 @@ LightningResult LightningDecodeStep(const torch::Tensor& q, const torch::Tensor&
 // (nullptr = zeros) and next_state are [rows, D, D] and may be the same buffer (update in place),
 // out is [rows, D]; decay: [H] λ = exp(-slope). Single-threaded; the math of LightningDecodeStep,
 // vectorised for the CPU it runs on (with FMA where available, so the last bits can differ).
+// The chunked block algorithm for ONE block of T new tokens of one sequence (T <= the layer's
+// block size, e.g. a rollout prompt), fp32 loops for callers that hold raw buffers (the fused
+// step): heads h < H with per-head interleaved rows (q of token t, head h at q + t*row_stride +
+// 3*D*h; k, v likewise from their own base pointers, which the caller offsets by D and 2D), from
+// state [H, D, D] (nullptr = zeros) to next_state [H, D, D] (may be state: in place); out rows
+// [T, H*D] at out + t*out_stride (head-major); slopes [H]. Single-threaded; equals
+// LightningAttentionChunked with block_size >= T up to rounding.
+void LightningPrefillBlockF32(const float* q, const float* k, const float* v, int64_t row_stride, int64_t T,
+                              int64_t H, int64_t D, const float* slopes, const float* state, float* next_state,
+                              float* out, int64_t out_stride);
+
 void LightningDecodeRowsF32(const float* q, const float* k, const float* v, int64_t row_stride, const float* state,
                             const float* decay, int64_t rows, int64_t H, int64_t D, float* next_state, float* out);
 

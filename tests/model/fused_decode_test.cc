@@ -202,7 +202,8 @@ TEST(FusedDecodeTest, StartsFromAnEmptyCache) {
 
 TEST(FusedDecodeTest, PrefillsMatchTheModulePathFromEmptyAndFromCachedRows) {
   // T > 1: the chunked lightning algorithm from the cached state (T = 13 is one full block of 8
-  // plus a partial one) and causal attention over the cached prefix plus the new tokens.
+  // plus a partial one: LightningAttentionChunked; T <= 8: the one-block loops) and causal
+  // attention over the cached prefix plus the new tokens.
   HybridModel m = MakeModel(SmallConfig());
   ThreadCount tc(2);
   CompareSteps(m, ModelCache{}, 1, "prefill from empty, head on every position", 3, 13, false);
@@ -213,6 +214,8 @@ TEST(FusedDecodeTest, PrefillsMatchTheModulePathFromEmptyAndFromCachedRows) {
     start = MixedCache(m, 5);
   }
   CompareSteps(m, start, 2, "prefill continuing rows of different lengths", 0, 5, false);
+  CompareSteps(m, start, 1, "prefill of exactly one lightning block", 0, 8, false);
+  CompareSteps(m, ModelCache{}, 2, "one-block prefills from empty, then again", 4, 7, true);
 }
 
 TEST(FusedDecodeTest, PreNormLayersAndTheValueHead) {

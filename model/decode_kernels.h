@@ -1,14 +1,62 @@
-// Plain-loop helpers shared by the decode paths of the softmax layer (softmax_attention.cc) and
-// the fused decode step (fused_decode.cc). Internal to model/.
+// Plain-loop helpers shared by the decode kernels (softmax_attention.cc, softmax_decode.cc,
+// lightning_decode.cc) and the fused decode step (fused_decode.cc): RoPE tables and writes, the
+// fp32 polynomial exp, the inline and per-ISA-clone attributes. Internal to model/.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
+#if defined(__GNUC__) || defined(__clang__)
+#define LIGHTRL_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define LIGHTRL_ALWAYS_INLINE inline
+#endif
+
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
+// One clone of the function per ISA, picked at load time (ifunc): plain loops then run 16/8/4
+// lanes wide, with FMA where the CPU has it (the baseline x86-64 build has neither).
+#define LIGHTRL_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define LIGHTRL_VECTOR_CLONES
+#endif
+
 namespace lightrl::model::detail {
+
+// exp(x) for x <= 0 (x - running max), fp32. Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2,
+// the Cephes expf polynomial for e^r, and 2^n from the exponent bits. Pure arithmetic, so loops
+// calling it vectorise. The steps shared by the scalar and vector versions (T = float or an
+// 8-lane vector, so both give the same bits per element): x (already clamped) -> n (the power of
+// 2, as a float) and e^r.
+template <class T>
+LIGHTRL_ALWAYS_INLINE T ExpReduced(T x, T* n_out) {
+  const T t = x * 1.44269504088896341f;
+  const T n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
+  const T r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  T p = T{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  *n_out = n;
+  return p * (r * r) + r + 1.0f;
+}
+
+// e^x for x <= 0 in fp32, rel. error ~1e-7. Inputs below -87 give ~1e-38 instead of 0 (harmless
+// where they only ever add to a sum that holds a 1, or scale a value).
+LIGHTRL_ALWAYS_INLINE float ExpNonPositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  float n;
+  const float p = ExpReduced(x, &n);
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
 
 // cos/sin of the RoPE angles of positions prefix[b] + t, exactly as ApplyRope forms them (fp64
 // angle and cos/sin, rounded to S). Returns [B * T * half] each.

@@ -13,37 +13,11 @@
 #include "model/lightning_ops.h"
 #include "model/packed_gemm.h"
 
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
-// One clone per ISA, picked at load time (ifunc): the loops below vectorise 16/8/4 lanes wide.
-#define LIGHTRL_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define LIGHTRL_VECTOR_CLONES
-#endif
-
 namespace lightrl::model {
 
 namespace {
 
-// e^x for x <= 0 in fp32 (x below -87 gives ~1e-38): Cody-Waite reduction and the Cephes expf
-// polynomial, rel. error ~1e-7 (the exp of CachedAttention, softmax_decode.cc). Pure arithmetic,
-// so loops calling it vectorise.
-inline float ExpNonPositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  const float t = x * 1.44269504088896341f;
-  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
+using detail::ExpNonPositive;
 
 // sigmoid(x) = 1 / (1 + e^-x) from e = e^-|x| (never overflows).
 inline float Sigmoid(float x) {

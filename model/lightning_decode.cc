@@ -17,6 +17,7 @@
 #include <cmath>
 
 #include "core/check.h"
+#include "model/decode_kernels.h"
 #include "model/lightning_ops.h"
 
 namespace lightrl::model {
@@ -54,14 +55,6 @@ void DecodeRows(const S* q, const S* k, const S* v, int64_t qs_bh, const S* stat
 }  // namespace
 
 namespace {
-
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
-// One clone per ISA, picked at load time (ifunc): the D-long loops run 16/8/4 lanes wide with FMA
-// where the CPU has it (the baseline x86-64 build has neither).
-#define LIGHTRL_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define LIGHTRL_VECTOR_CLONES
-#endif
 
 // DecodeRows for fp32, also in place (next == state): each state row is read, decayed, updated
 // and written back through one pointer, so the loops vectorise without an aliasing fallback.

@@ -28,14 +28,13 @@
 #include <vector>
 
 #include "core/check.h"
+#include "model/decode_kernels.h"
 #include "model/layers.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define LIGHTRL_DECODE_AVX2 1
-#define LIGHTRL_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define LIGHTRL_DECODE_AVX2 0
-#define LIGHTRL_ALWAYS_INLINE inline
 #endif
 
 namespace lightrl::model {
@@ -60,35 +59,8 @@ struct DecodeArgs {
   S* partial;             // [B, Hkv, nchunk, R, D + 2]: acc[D], m, l
 };
 
-// exp(x) for x <= 0 (x - running max), fp32. Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2,
-// the Cephes expf polynomial for e^r, and 2^n from the exponent bits. Inputs below -87 give
-// ~1e-38 instead of 0 (harmless: they only ever add to a sum that holds a 1).
-// The steps shared by the scalar and the 8-lane version (T = float or V8, so both give the same
-// bits per element): x (already clamped) -> n (the power of 2, as a float) and e^r.
-template <class T>
-LIGHTRL_ALWAYS_INLINE T ExpReduced(T x, T* n_out) {
-  const T t = x * 1.44269504088896341f;
-  const T n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
-  const T r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  T p = T{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  *n_out = n;
-  return p * (r * r) + r + 1.0f;
-}
-
-LIGHTRL_ALWAYS_INLINE float ExpNonPositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  float n;
-  const float p = ExpReduced(x, &n);
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
+using detail::ExpNonPositive;  // fp32; the fp64 overload (tests) is std::exp
+using detail::ExpReduced;
 LIGHTRL_ALWAYS_INLINE double ExpNonPositive(double x) { return std::exp(x); }
 
 // a . b over D elements (kD > 0: compile-time D). Eight independent partial sums so the

@@ -4,6 +4,9 @@
 #include "model/packed_gemm.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
 #include <cstring>
 #include <type_traits>
 
@@ -108,10 +111,23 @@ __attribute__((target("avx512f"))) void Panels(const float* x, int64_t ldx, int6
 
 }  // namespace
 
-bool PackedGemmAvailable() {
-  static const bool available = __builtin_cpu_supports("avx512f");
-  return available;
+namespace {
+
+bool EnabledAtStart() {
+  const char* env = std::getenv("LIGHTRL_PACKED_GEMM");
+  return env == nullptr || std::string(env) != "0";
 }
+
+std::atomic<bool> g_enabled{EnabledAtStart()};
+
+}  // namespace
+
+bool PackedGemmAvailable() {
+  static const bool supported = __builtin_cpu_supports("avx512f");
+  return supported && g_enabled.load(std::memory_order_relaxed);
+}
+
+void SetPackedGemmEnabled(bool enabled) { g_enabled.store(enabled, std::memory_order_relaxed); }
 
 void PackedGemm(const float* x, int64_t ldx, int64_t n, int64_t K, const float* panels, int64_t N, float* out,
                 int64_t ldo) {
@@ -128,6 +144,8 @@ void PackedGemm(const float* x, int64_t ldx, int64_t n, int64_t K, const float* 
 #else  // !LIGHTRL_PACKED_GEMM
 
 bool PackedGemmAvailable() { return false; }
+
+void SetPackedGemmEnabled(bool) {}
 
 void PackedGemm(const float*, int64_t, int64_t, int64_t, const float*, int64_t, float*, int64_t) {
   LR_FAIL("PackedGemm: not built for this architecture (x86-64 with GCC/Clang only)");

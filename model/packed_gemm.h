@@ -25,8 +25,15 @@ namespace lightrl::model {
 // Output columns per panel.
 constexpr int64_t kPackedPanel = 16;
 
-// True when this build and this CPU can run PackedGemm (x86-64, GCC/Clang, AVX-512F).
+// True when this build and this CPU can run PackedGemm (x86-64, GCC/Clang, AVX-512F) and it has
+// not been switched off (SetPackedGemmEnabled(false), or LIGHTRL_PACKED_GEMM=0 in the
+// environment at start-up).
 bool PackedGemmAvailable();
+
+// Switches PackedGemm off (callers then take their libtorch fallback) or back on where the CPU
+// supports it: for tests of the fallback paths and for benchmarks. Not synchronised with calls
+// in flight; set it between steps.
+void SetPackedGemmEnabled(bool enabled);
 
 // w: [N, K] fp32 CPU (any strides) -> panels [ceil(N/16), K, 16] fp32 contiguous, column j of W
 // at panel j/16, lane j%16; lanes past N are zero.

@@ -143,6 +143,24 @@ TEST(FusedDecodeTest, MatchesTheModulePathOnRowsOfDifferentLengths) {
   }
 }
 
+TEST(FusedDecodeTest, TheLibtorchGemmFallbackMatchesTheModulePathToo) {
+  // What a CPU without AVX-512F runs: the same fused step with at::mm_out projections.
+  struct Restore {
+    ~Restore() { SetPackedGemmEnabled(true); }
+  } restore;
+  SetPackedGemmEnabled(false);
+  ASSERT_FALSE(PackedGemmAvailable());
+  HybridModel m = MakeModel(SmallConfig());
+  ThreadCount tc(2);
+  ModelCache start;
+  {
+    torch::NoGradGuard no_grad;
+    start = MixedCache(m, 2 * kFusedMinRowsPerThread + 3);
+  }
+  CompareSteps(m, start, 3, "libtorch GEMMs, decode");
+  CompareSteps(m, ModelCache{}, 1, "libtorch GEMMs, prefill", 3, 13, false);
+}
+
 TEST(FusedDecodeTest, WithPackedGemmARowIsBitwiseIndependentOfBatchAndThreads) {
   torch::NoGradGuard no_grad;
   HybridModel m = MakeModel(SmallConfig());

@@ -7,10 +7,11 @@
 //     rows (synthetic cache, fastest of N steps, as in DecodeScalingSection), hybrid vs all-softmax.
 //  2. DecodeScalingSection: decode time per token vs context 1K..32K (quick: 1K..8K), hybrid vs
 //     all-softmax; target hybrid t(32K)/t(1K) <= 1.5.
-//  3. Continuous vs static batching: the Engine on a mixed-length workload (4-8 requests per slot,
-//     prompt 32 tokens, response lengths spread evenly over 16..256 (quick: 16..128) and forced by
-//     max_new_tokens, no EOS, repetition truncation off, 8 slots), wall time of Generate; target
-//     continuous >= 1.3x static throughput.
+//  3. Continuous vs static batching: the Engine on a mixed-length workload (prompt 32 tokens,
+//     response lengths spread evenly over 16..256 (quick: 16..128) and forced by max_new_tokens,
+//     no EOS, repetition truncation off), wall time of Generate; 8 slots with 8 requests per slot
+//     (quick: 4) for the target continuous >= 1.3x static throughput, and the recipes' 64 slots
+//     with 4 requests per slot (quick: 2) for reference.
 //  4. Memory per slot: lightning state (fp32, O(1) in context) vs softmax KV cache (fp32, per
 //     token), for the tiny model (measured with ModelCache::bytes) and MiniMax-M1 (analytic).
 //  5. Batched decode at B = 64 as a fraction of the compute limit: the Engine's decode tokens/s
@@ -221,43 +222,51 @@ int RunRolloutSuite(const BenchOptions& options) {
   // 2. context scaling (shared with the attention suite).
   DecodeScalingSection(options, &targets);
 
-  // 3. continuous vs static batching.
+  // 3. continuous vs static batching: 8 slots (the target; 8 requests per slot), and the
+  // recipes' 64 slots (configs/*_tiny.yaml rollout.max_slots) with 4 requests per slot.
   {
-    const int slots = 8, n = options.quick ? 32 : 64, max_len = options.quick ? 128 : 256;
-    std::vector<rollout::Request> work = MixedWorkload(n, max_len, hybrid_cfg.vocab_size);
-    int64_t total_tokens = 0;
-    for (const auto& r : work) total_tokens += r.params.max_new_tokens;
-    auto run = [&](bool continuous, rollout::EngineStats* stats) {
-      rollout::EngineOptions o;
-      o.max_slots = slots;
-      o.continuous_batching = continuous;
-      rollout::Engine engine(hybrid, o);
-      const auto t0 = std::chrono::steady_clock::now();
-      auto out = engine.Generate(work);
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      int64_t tokens = 0;
-      for (const auto& c : out) tokens += static_cast<int64_t>(c.token_ids.size());
-      LR_CHECK(tokens == total_tokens, "rollout bench: expected ", total_tokens, " tokens, got ", tokens);
-      *stats = engine.stats();
-      return s;
+    const int max_len = options.quick ? 128 : 256;
+    Table ct("continuous vs static batching (prompt 32, response lengths evenly 16.." + std::to_string(max_len) +
+                 " in a shuffled order, forced by max_new_tokens)",
+             {"slots", "requests", "tokens", "mode", "wall", "tok/s", "decode steps", "rows/step", "prefill",
+              "decode fwd", "other", "ratio"});
+    auto compare = [&](int slots, int n) {
+      std::vector<rollout::Request> work = MixedWorkload(n, max_len, hybrid_cfg.vocab_size);
+      int64_t total_tokens = 0;
+      for (const auto& r : work) total_tokens += r.params.max_new_tokens;
+      auto run = [&](bool continuous, rollout::EngineStats* stats) {
+        rollout::EngineOptions o;
+        o.max_slots = slots;
+        o.continuous_batching = continuous;
+        rollout::Engine engine(hybrid, o);
+        const auto t0 = std::chrono::steady_clock::now();
+        auto out = engine.Generate(work);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        int64_t tokens = 0;
+        for (const auto& c : out) tokens += static_cast<int64_t>(c.token_ids.size());
+        LR_CHECK(tokens == total_tokens, "rollout bench: expected ", total_tokens, " tokens, got ", tokens);
+        *stats = engine.stats();
+        return s;
+      };
+      rollout::EngineStats sc, ss;
+      const double t_static = run(false, &ss);
+      const double t_cont = run(true, &sc);
+      auto add = [&](const std::string& mode, double t, const rollout::EngineStats& st, double ratio) {
+        ct.AddRow({std::to_string(slots), std::to_string(n), std::to_string(total_tokens), mode, Fmt(t, 3) + " s",
+                   Fmt(total_tokens / t, 0), std::to_string(st.decode_steps),
+                   Fmt(static_cast<double>(st.decode_rows) / st.decode_steps, 2), Fmt(st.prefill_seconds, 3) + " s",
+                   Fmt(st.decode_seconds, 3) + " s", Fmt(t - st.prefill_seconds - st.decode_seconds, 3) + " s",
+                   Fmt(ratio, 2) + "x"});
+      };
+      add("static", t_static, ss, 1.0);
+      add("continuous", t_cont, sc, t_static / t_cont);
+      return t_static / t_cont;
     };
-    rollout::EngineStats sc, ss;
-    const double t_static = run(false, &ss);
-    const double t_cont = run(true, &sc);
-    Table ct("continuous vs static batching (" + std::to_string(n) + " requests, prompt 32, " +
-                 std::to_string(total_tokens) + " tokens, lengths evenly 16.." + std::to_string(max_len) + ", " +
-                 std::to_string(slots) + " slots)",
-             {"mode", "wall", "tok/s", "decode steps", "rows/step", "prefill", "decode fwd", "other", "ratio"});
-    auto add = [&](const std::string& mode, double t, const rollout::EngineStats& st, double ratio) {
-      ct.AddRow({mode, Fmt(t, 3) + " s", Fmt(total_tokens / t, 0), std::to_string(st.decode_steps),
-                 Fmt(static_cast<double>(st.decode_rows) / st.decode_steps, 2), Fmt(st.prefill_seconds, 3) + " s",
-                 Fmt(st.decode_seconds, 3) + " s", Fmt(t - st.prefill_seconds - st.decode_seconds, 3) + " s",
-                 Fmt(ratio, 2) + "x"});
-    };
-    add("static", t_static, ss, 1.0);
-    add("continuous", t_cont, sc, t_static / t_cont);
+    const double ratio8 = compare(8, options.quick ? 32 : 64);
+    compare(64, options.quick ? 128 : 256);
     ct.Print();
-    targets.push_back({"rollout.continuous_over_static_throughput", t_static / t_cont, ">=", 1.3});
+    std::printf("the target is the 8-slot workload; the 64-slot rows are the recipes' setting, for reference.\n");
+    targets.push_back({"rollout.continuous_over_static_throughput", ratio8, ">=", 1.3});
   }
 
   // 4. memory per slot.

@@ -124,7 +124,9 @@ class Packer {
     if (p.data != w.data_ptr() || p.version != w._version() || !p.source.defined() ||
         p.source.sizes() != w.sizes()) {
       p.panels = PackLinearWeight(w);
-      p.source = w;
+      // A detached alias keeps THIS storage alive: after a set_data (e.g. a dtype round trip) a
+      // new storage can never reuse its address and pass for the packed one.
+      p.source = w.detach();
       p.data = w.data_ptr();
       p.version = w._version();
     }

@@ -50,7 +50,7 @@ constexpr int64_t kFusedMaxTokens = 512;
 struct FusedDecodePack {
   std::mutex mutex;  // one fused step at a time per model (a step may repack)
   struct Linear {
-    torch::Tensor source;        // the parameter as packed (shares its storage and version counter)
+    torch::Tensor source;        // a detached alias of the parameter's storage as packed (kept alive)
     const void* data = nullptr;  // source.data_ptr() when packed
     int64_t version = -1;        // source._version() when packed
     torch::Tensor panels;        // PackLinearWeight(source): [ceil(N/16), K, 16] fp32

@@ -209,6 +209,14 @@ TEST(FusedDecodeTest, RepacksAfterTheWeightsChange) {
   const torch::Tensor fused = m->forward(ids, {}, &c1).logits;
   const torch::Tensor modules = m->forward(ids, {}, &c2, off).logits;
   EXPECT_LT(MaxDiff(fused, modules), 1e-5 * (1 + MaxAbs(modules)));
+  // A dtype round trip replaces the storage (set_data) without an in-place op.
+  m->SetBodyDtype(torch::kBFloat16);
+  m->SetBodyDtype(torch::kFloat32);
+  ModelCache c3 = Copy(start), c4 = Copy(start);
+  const torch::Tensor fused2 = m->forward(ids, {}, &c3).logits;
+  const torch::Tensor modules2 = m->forward(ids, {}, &c4, off).logits;
+  EXPECT_LT(MaxDiff(fused2, modules2), 1e-5 * (1 + MaxAbs(modules2)));
+  EXPECT_GT(MaxDiff(modules2, modules), 0.0) << "the bf16 round trip should have changed the weights";
 }
 
 TEST(FusedDecodeTest, StartsFromAnEmptyCache) {

@@ -391,10 +391,7 @@ bool FusedDecodeApplies(const HybridModelImpl& m, const torch::Tensor& input_ids
   const bool grad = torch::GradMode::is_enabled();
   FusedDecodePack& pack = *m.fused_decode_pack;
   std::lock_guard<std::mutex> lock(pack.mutex);
-  if (!pack.parameters_collected) {
-    pack.parameters = m.parameters(/*recurse=*/true);
-    pack.parameters_collected = true;
-  }
+  if (pack.parameters.empty()) pack.parameters = m.parameters(/*recurse=*/true);
   for (const auto& p : pack.parameters) {
     if (!p.device().is_cpu() || p.scalar_type() != torch::kFloat || !p.is_contiguous()) return false;
     if (grad && p.requires_grad()) return false;
@@ -450,14 +447,9 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
     if (lp.lightning) {
       const int64_t H = lp.layer->lightning->num_heads(), D = lp.layer->lightning->head_dim();
       const torch::Tensor& s0 = lc.lightning.state;
-      if (s0.defined()) {
-        LR_CHECK(s0.dim() == 4 && s0.size(0) == B && s0.size(1) == H && s0.size(2) == D && s0.size(3) == D,
-                 "LightningAttention: cached state must be [B, H, D, D] = [", B, ", ", H, ", ", D, ", ", D,
-                 "], got ", s0.sizes());
-        LR_CHECK(s0.scalar_type() == torch::kFloat && s0.device().is_cpu(),
-                 "LightningAttention: cached state must be fp32 on the CPU, got ", s0.scalar_type(), " on ",
-                 s0.device());
-      }
+      lp.layer->lightning->CheckCachedState(s0, B, torch::kFloat);
+      LR_CHECK(!s0.defined() || s0.device().is_cpu(), "LightningAttention: cached state must be on the CPU, got ",
+               s0.defined() ? s0.device() : torch::Device(torch::kCPU));
       if (s0.defined() && s0.is_contiguous()) {
         lp.state = lp.next_state = F(s0);  // updated in place, like the KV caches
         lp.state_tensor = s0;

@@ -57,9 +57,9 @@ struct FusedDecodePack {
   };
   std::vector<Linear> linears;  // in the step's traversal order (layer by layer, then the head)
   // Every parameter (handles: they follow set_data, so a later dtype or device change shows);
-  // collected on the first FusedDecodeApplies instead of walking the modules every step.
+  // collected on the first FusedDecodeApplies (empty until then) instead of walking the modules
+  // every step.
   std::vector<torch::Tensor> parameters;
-  bool parameters_collected = false;
 };
 
 // Whether forward(input_ids, ctx, cache, options) may take the fused step: options.fused_decode,

@@ -76,6 +76,8 @@ class LightningAttentionImpl : public torch::nn::Module {
   int64_t num_heads() const { return num_heads_; }
   int64_t head_dim() const { return head_dim_; }
   int64_t block_size() const { return block_size_; }
+  // Throws unless `state` (if defined) is a cached state for B rows: [B, H, D, D] in `dtype`.
+  void CheckCachedState(const torch::Tensor& state, int64_t B, torch::ScalarType dtype) const;
 
   torch::nn::Linear qkv_proj{nullptr}, output_gate{nullptr}, out_proj{nullptr};
   RMSNorm norm{nullptr};

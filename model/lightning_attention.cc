@@ -22,6 +22,15 @@ LightningAttentionImpl::LightningAttentionImpl(const ModelConfig& config, int64_
   decay_ = torch::exp(-slopes_.reshape({num_heads_}));
 }
 
+void LightningAttentionImpl::CheckCachedState(const torch::Tensor& s0, int64_t B, torch::ScalarType dtype) const {
+  if (!s0.defined()) return;
+  const int64_t H = num_heads_, D = head_dim_;
+  LR_CHECK(s0.dim() == 4 && s0.size(0) == B && s0.size(1) == H && s0.size(2) == D && s0.size(3) == D,
+           "LightningAttention: cached state must be [B, H, D, D] = [", B, ", ", H, ", ", D, ", ", D, "], got ",
+           s0.sizes());
+  LR_CHECK(s0.scalar_type() == dtype, "LightningAttention: cached state must be ", dtype, ", got ", s0.scalar_type());
+}
+
 torch::Tensor LightningAttentionImpl::forward(const torch::Tensor& x, const ForwardContext& ctx,
                                               LightningLayerCache* cache) {
   LR_CHECK(x.dim() == 3, "LightningAttention: x must be [B, T, C], got ", x.sizes());
@@ -42,13 +51,7 @@ torch::Tensor LightningAttentionImpl::forward(const torch::Tensor& x, const Forw
   if (cache != nullptr) {
     LR_CHECK(ctx.cu_seqlens.empty(), "LightningAttention: packed documents (cu_seqlens) cannot use a cache");
     torch::Tensor s0 = cache->state;
-    if (s0.defined()) {
-      LR_CHECK(s0.dim() == 4 && s0.size(0) == B && s0.size(1) == H && s0.size(2) == D && s0.size(3) == D,
-               "LightningAttention: cached state must be [B, H, D, D] = [", B, ", ", H, ", ", D, ", ", D, "], got ",
-               s0.sizes());
-      LR_CHECK(s0.scalar_type() == work, "LightningAttention: cached state must be ", work, ", got ",
-               s0.scalar_type());
-    }
+    CheckCachedState(s0, B, work);
     LightningResult r = T == 1 ? LightningDecodeStep(q, k, v, slopes_, s0)
                                : LightningAttentionChunked(q, k, v, slopes_, s0, LightningOptions{block_size_, {}, true});
     o = r.out;

@@ -12,7 +12,9 @@
 //     second thread costs on a loaded machine.
 //   * otherwise the plain tensor ops (autograd flows through them).
 // λ = exp(-slope) is formed with the same libtorch op in both, so the decay factors are equal.
-// Compiled with -O3 (model/CMakeLists.txt) so the loops over the head dim vectorise.
+// The fp32 loops (DecodeRowsF32, shared with the fused step through LightningDecodeRowsF32) are
+// compiled once per ISA (AVX-512 / AVX2+FMA / baseline); the file is -O3 (model/CMakeLists.txt).
+// Also here: LightningPrefillBlockF32, the one-block chunked algorithm as loops (fused prefill).
 #include <algorithm>
 #include <cmath>
 
@@ -27,21 +29,27 @@ namespace {
 // Elements of B*H*D*D below which the step runs on the calling thread.
 constexpr int64_t kParallelStateElements = int64_t{1} << 22;
 
+// Rows (b, h) in [begin, end): q/k/v row at q + bh * qs_bh (unit stride in D); state (nullptr =
+// zeros) and next [BH, D, D], next may be state (in place: each state row is read, decayed,
+// updated and written back through one pointer, so the loops vectorise without an aliasing
+// fallback); out [BH, D].
 template <typename S>
-void DecodeRows(const S* q, const S* k, const S* v, int64_t qs_bh, const S* state, const S* lambda, int64_t H,
-                int64_t D, S* next, S* out, int64_t begin, int64_t end) {
-  // q/k/v row (b, h) at q + bh * qs_bh (unit stride in D); state/next [BH, D, D]; out [BH, D].
+LIGHTRL_ALWAYS_INLINE void DecodeRows(const S* q, const S* k, const S* v, int64_t qs_bh, const S* state,
+                                      const S* lambda, int64_t H, int64_t D, S* next, S* out, int64_t begin,
+                                      int64_t end) {
   for (int64_t bh = begin; bh < end; ++bh) {
-    const S* qr = q + bh * qs_bh;
-    const S* kr = k + bh * qs_bh;
-    const S* vr = v + bh * qs_bh;
+    const S* __restrict qr = q + bh * qs_bh;
+    const S* __restrict kr = k + bh * qs_bh;
+    const S* __restrict vr = v + bh * qs_bh;
     const S lam = lambda[bh % H];
-    S* o = out + bh * D;
+    S* __restrict o = out + bh * D;
     for (int64_t e = 0; e < D; ++e) o[e] = 0;
     for (int64_t d = 0; d < D; ++d) {
       const S kd = kr[d], qd = qr[d];
       S* __restrict nrow = next + (bh * D + d) * D;
-      if (state != nullptr) {
+      if (state == next) {
+        for (int64_t e = 0; e < D; ++e) nrow[e] = nrow[e] * lam + kd * vr[e];
+      } else if (state != nullptr) {
         const S* __restrict srow = state + (bh * D + d) * D;
         for (int64_t e = 0; e < D; ++e) nrow[e] = srow[e] * lam + kd * vr[e];
       } else {
@@ -52,36 +60,22 @@ void DecodeRows(const S* q, const S* k, const S* v, int64_t qs_bh, const S* stat
   }
 }
 
-}  // namespace
-
-namespace {
-
-// DecodeRows for fp32, also in place (next == state): each state row is read, decayed, updated
-// and written back through one pointer, so the loops vectorise without an aliasing fallback.
+// DecodeRows for fp32, one clone per ISA (the fp64 instantiation, for tests, stays baseline).
 LIGHTRL_VECTOR_CLONES void DecodeRowsF32(const float* q, const float* k, const float* v, int64_t qs_bh,
-                                         const float* state, const float* lambda, int64_t rows, int64_t H,
-                                         int64_t D, float* next, float* out) {
-  for (int64_t bh = 0; bh < rows; ++bh) {
-    const float* __restrict qr = q + bh * qs_bh;
-    const float* __restrict kr = k + bh * qs_bh;
-    const float* __restrict vr = v + bh * qs_bh;
-    const float lam = lambda[bh % H];
-    float* __restrict o = out + bh * D;
-    for (int64_t e = 0; e < D; ++e) o[e] = 0;
-    for (int64_t d = 0; d < D; ++d) {
-      const float kd = kr[d], qd = qr[d];
-      float* __restrict nrow = next + (bh * D + d) * D;
-      if (state == next) {
-        for (int64_t e = 0; e < D; ++e) nrow[e] = nrow[e] * lam + kd * vr[e];
-      } else if (state != nullptr) {
-        const float* __restrict srow = state + (bh * D + d) * D;
-        for (int64_t e = 0; e < D; ++e) nrow[e] = srow[e] * lam + kd * vr[e];
-      } else {
-        for (int64_t e = 0; e < D; ++e) nrow[e] = kd * vr[e];
-      }
-      for (int64_t e = 0; e < D; ++e) o[e] += qd * nrow[e];
-    }
-  }
+                                         const float* state, const float* lambda, int64_t H, int64_t D, float* next,
+                                         float* out, int64_t begin, int64_t end) {
+  DecodeRows<float>(q, k, v, qs_bh, state, lambda, H, D, next, out, begin, end);
+}
+
+// LightningDecodeStep's loops by dtype: fp32 takes the per-ISA clones.
+void RunDecodeRows(const float* q, const float* k, const float* v, int64_t qs_bh, const float* state,
+                   const float* lambda, int64_t H, int64_t D, float* next, float* out, int64_t begin, int64_t end) {
+  DecodeRowsF32(q, k, v, qs_bh, state, lambda, H, D, next, out, begin, end);
+}
+void RunDecodeRows(const double* q, const double* k, const double* v, int64_t qs_bh, const double* state,
+                   const double* lambda, int64_t H, int64_t D, double* next, double* out, int64_t begin,
+                   int64_t end) {
+  DecodeRows<double>(q, k, v, qs_bh, state, lambda, H, D, next, out, begin, end);
 }
 
 // The block algorithm (hybrid_model.md §3.4) for T <= one block of new tokens of one head, from
@@ -146,7 +140,7 @@ void LightningPrefillBlockF32(const float* q, const float* k, const float* v, in
 
 void LightningDecodeRowsF32(const float* q, const float* k, const float* v, int64_t row_stride, const float* state,
                             const float* decay, int64_t rows, int64_t H, int64_t D, float* next_state, float* out) {
-  DecodeRowsF32(q, k, v, row_stride, state, decay, rows, H, D, next_state, out);
+  DecodeRowsF32(q, k, v, row_stride, state, decay, H, D, next_state, out, 0, rows);
 }
 
 LightningResult LightningDecodeStep(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -200,9 +194,9 @@ LightningResult LightningDecodeStep(const torch::Tensor& q, const torch::Tensor&
   AT_DISPATCH_FLOATING_TYPES(dt, "LightningDecodeStep", [&] {
     const scalar_t* sp = sc.defined() ? sc.data_ptr<scalar_t>() : nullptr;
     auto run = [&](int64_t begin, int64_t end) {
-      DecodeRows<scalar_t>(qc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(), qs_bh, sp,
-                           lambda.data_ptr<scalar_t>(), H, D, next.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                           begin, end);
+      RunDecodeRows(qc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(), qs_bh, sp,
+                    lambda.data_ptr<scalar_t>(), H, D, next.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), begin,
+                    end);
     };
     if (B * H * D * D < kParallelStateElements) {
       run(0, B * H);

@@ -118,8 +118,9 @@ struct ForwardOptions {
   bool compute_aux_loss = false;
   // [B, T] bool; tokens that count for the aux loss (padding excluded). Undefined = all.
   torch::Tensor aux_token_mask;
-  // Let a decode step that qualifies run fused (model/fused_decode.h: CPU, fp32, T == 1 with a
-  // cache, no autograd). false = the module-by-module path (tests compare the two).
+  // Let a call that qualifies run fused (model/fused_decode.h: CPU, fp32, a cache, 1 <= T <=
+  // kFusedMaxTokens, no autograd): decode steps and short prefills. false = the module-by-module
+  // path (tests compare the two).
   bool fused_decode = true;
 };
 

@@ -86,10 +86,11 @@ __attribute__((target("avx512f"))) void Block(const float* x, int64_t ldx, int64
   }
 }
 
-// Rows [r0, r0 + rows) against panels [p0, np) in groups of `width` panels (then 2, then 1).
-// Panel-major: a group's panels stay in L1 while its row blocks run.
+// Rows [r0, r0 + rows) against all panels, in groups of `width` (2, or 4 when rows <= 4) panels,
+// then 2, then 1. Panel-major: a group's panels stay in L1 while its row blocks run.
 __attribute__((target("avx512f"))) void Panels(const float* x, int64_t ldx, int64_t r0, int64_t rows, int64_t K,
                                                const float* panels, int64_t N, float* out, int64_t ldo, int width) {
+  LR_CHECK(width == 2 || (width == 4 && rows <= 4), "PackedGemm: 4-panel groups take at most 4 rows, got ", rows);
   const int64_t np = (N + kPackedPanel - 1) / kPackedPanel;
   int64_t p = 0;
   auto run = [&](auto tag) {
@@ -108,10 +109,6 @@ __attribute__((target("avx512f"))) void Panels(const float* x, int64_t ldx, int6
   while (p + 2 <= np) run(std::integral_constant<int, 2>{});
   if (p < np) run(std::integral_constant<int, 1>{});
 }
-
-}  // namespace
-
-namespace {
 
 bool EnabledAtStart() {
   const char* env = std::getenv("LIGHTRL_PACKED_GEMM");

@@ -26,12 +26,17 @@ namespace {
 typedef float V16 __attribute__((vector_size(64)));                // one zmm, aligned loads (panels)
 typedef float V16u __attribute__((vector_size(64), aligned(4)));   // unaligned stores (output rows)
 
-// R rows x P panels of accumulators (R*P <= 16 zmm) over the full K.
+// R rows x P panels of accumulators (R*P <= 16 zmm) over the full K. With `ahead` (the first row
+// block of a panel group), each k step also prefetches P cache lines of the next group, the same
+// rate this block consumes its own: a matrix streamed from beyond the L3 (the decode step's
+// weights, states and caches together exceed it) then arrives before its block runs.
+// `ahead_lines` bounds the prefetch to the matrix.
 template <int R, int P>
 __attribute__((target("avx512f"), always_inline)) inline void Kernel(const float* __restrict x, int64_t ldx,
                                                                       const float* __restrict panel, int64_t K,
                                                                       float* __restrict out, int64_t ldo,
-                                                                      int64_t cols) {
+                                                                      int64_t cols, const float* ahead,
+                                                                      int64_t ahead_lines) {
   V16 acc[R][P];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -42,6 +47,10 @@ __attribute__((target("avx512f"), always_inline)) inline void Kernel(const float
     V16 w[P];
 #pragma GCC unroll 2
     for (int p = 0; p < P; ++p) w[p] = *reinterpret_cast<const V16*>(panel + (p * K + k) * kPackedPanel);
+    if (ahead != nullptr && k * P < ahead_lines) {
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) __builtin_prefetch(ahead + (k * P + p) * kPackedPanel, 0, 3);
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const float xv = x[r * ldx + k];
@@ -67,23 +76,26 @@ __attribute__((target("avx512f"), always_inline)) inline void Kernel(const float
 // Rows [0, rows) (rows <= 8, and <= 4 for P == 4) against P panels (cols valid columns).
 template <int P>
 __attribute__((target("avx512f"))) void Block(const float* x, int64_t ldx, int64_t rows, const float* panel,
-                                              int64_t K, float* out, int64_t ldo, int64_t cols) {
+                                              int64_t K, float* out, int64_t ldo, int64_t cols, const float* ahead,
+                                              int64_t ahead_lines) {
+#define LIGHTRL_KERNEL(R) Kernel<R, P>(x, ldx, panel, K, out, ldo, cols, ahead, ahead_lines)
   switch (rows) {
-    case 1: Kernel<1, P>(x, ldx, panel, K, out, ldo, cols); break;
-    case 2: Kernel<2, P>(x, ldx, panel, K, out, ldo, cols); break;
-    case 3: Kernel<3, P>(x, ldx, panel, K, out, ldo, cols); break;
-    case 4: Kernel<4, P>(x, ldx, panel, K, out, ldo, cols); break;
+    case 1: LIGHTRL_KERNEL(1); break;
+    case 2: LIGHTRL_KERNEL(2); break;
+    case 3: LIGHTRL_KERNEL(3); break;
+    case 4: LIGHTRL_KERNEL(4); break;
     default:
       if constexpr (P <= 2) {
         switch (rows) {
-          case 5: Kernel<5, P>(x, ldx, panel, K, out, ldo, cols); break;
-          case 6: Kernel<6, P>(x, ldx, panel, K, out, ldo, cols); break;
-          case 7: Kernel<7, P>(x, ldx, panel, K, out, ldo, cols); break;
-          case 8: Kernel<8, P>(x, ldx, panel, K, out, ldo, cols); break;
+          case 5: LIGHTRL_KERNEL(5); break;
+          case 6: LIGHTRL_KERNEL(6); break;
+          case 7: LIGHTRL_KERNEL(7); break;
+          case 8: LIGHTRL_KERNEL(8); break;
           default: break;
         }
       }
   }
+#undef LIGHTRL_KERNEL
 }
 
 // Rows [r0, r0 + rows) against all panels, in groups of `width` (2, or 4 when rows <= 4) panels,
@@ -97,9 +109,12 @@ __attribute__((target("avx512f"))) void Panels(const float* x, int64_t ldx, int6
     constexpr int P = decltype(tag)::value;
     const int64_t cols = std::min<int64_t>(P * kPackedPanel, N - p * kPackedPanel);
     const float* panel = panels + p * K * kPackedPanel;
+    // The next group starts where this one ends (panels are contiguous); K lines per panel.
+    const int64_t ahead_lines = std::min<int64_t>(P, np - p - P) * K;
     for (int64_t r = r0; r < r0 + rows; r += 8) {
+      const bool first = r == r0 && ahead_lines > 0;
       Block<P>(x + r * ldx, ldx, std::min<int64_t>(8, r0 + rows - r), panel, K, out + r * ldo + p * kPackedPanel,
-               ldo, cols);
+               ldo, cols, first ? panel + P * K * kPackedPanel : nullptr, ahead_lines);
     }
     p += P;
   };

@@ -4,7 +4,8 @@
 //
 // The distribution (documented here once; the engine and the tests use exactly this):
 //   temperature == 0      greedy: the argmax (lowest id among exact ties); no random draw.
-//   temperature  > 0      p_i ∝ exp(logit_i / temperature), computed in fp64;
+//   temperature  > 0      p_i ∝ exp(logit_i / temperature), computed in fp64 (a polynomial exp
+//                         within a few ulp of std::exp; 0 for terms below e^-708);
 //   top_k > 0             keep the k most probable tokens (ties broken by lower id);
 //   top_p < 1             then keep the smallest prefix, in descending probability of the
 //                         top-k-renormalised distribution, whose mass reaches top_p (at least one
@@ -12,7 +13,9 @@
 //   draw                  one uniform u in [0, 1) from the sample's own stream; the token is the
 //                         first candidate (in the candidate order) whose cumulative renormalised
 //                         mass exceeds u. With neither top-k nor top-p the candidate order is the
-//                         vocabulary order (no sort).
+//                         vocabulary order (no sort), and the walk compares the cumulative
+//                         unnormalised weight with u times the total (the same draw up to
+//                         rounding at a boundary).
 // The log-prob the engine REPORTS for the drawn token is a different, untruncated quantity (see
 // rollout/engine.h, Completion::logprobs).
 #pragma once

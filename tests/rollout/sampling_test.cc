@@ -109,6 +109,34 @@ TEST(SamplingTest, DrawFrequenciesMatchTheDistribution) {
   }
 }
 
+// Neither top-k nor top-p (the engine's usual case, a path of its own in SampleToken): the drawn
+// token is the inverse CDF of the fp64 softmax (tensor ops, std::exp) at u, for u swept over
+// [0, 1) away from the CDF's steps by more than rounding; wide logits reach the exp's underflow.
+TEST(SamplingTest, FullVocabularyDrawIsTheInverseCdf) {
+  for (double scale : {1.0, 30.0, 400.0}) {
+    const int64_t V = 300;
+    std::vector<float> logits = RandomLogits(V, 3, scale);
+    for (double T : {0.7, 1.0}) {
+      torch::Tensor cdf = torch::softmax(torch::tensor(logits, torch::kFloat64) / T, 0).cumsum(0);
+      const double* c = cdf.data_ptr<double>();
+      SamplingParams p;
+      p.temperature = T;
+      for (int i = 0; i < 2000; ++i) {
+        const double u = (i + 0.5) / 2000;
+        int64_t want = 0;
+        while (want < V - 1 && !(u < c[want])) ++want;
+        bool near_step = std::fabs(u - c[want]) < 1e-9 || (want > 0 && std::fabs(u - c[want - 1]) < 1e-9);
+        if (near_step) continue;
+        ASSERT_EQ(SampleToken(logits.data(), V, p, u), want) << "scale " << scale << " T " << T << " u " << u;
+      }
+    }
+    // And the same distribution as the candidate set without top-k / top-p.
+    Candidates all = SamplingCandidates(logits.data(), V, 1.0, 0, 1.0);
+    torch::Tensor ref = torch::softmax(torch::tensor(logits, torch::kFloat64), 0);
+    for (int64_t i = 0; i < V; ++i) EXPECT_NEAR(all.probs[i], ref[i].item<double>(), 1e-12) << i;
+  }
+}
+
 TEST(SamplingTest, RandomStreamsAreReproducibleAndDistinct) {
   SampleRng a(1, 0), b(1, 0), c(1, 1), d(2, 0);
   std::set<double> seen;

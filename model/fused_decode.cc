@@ -89,6 +89,7 @@ float* F(const at::Tensor& t) { return t.data_ptr<float>(); }
 struct Weight {
   const at::Tensor* w = nullptr;
   const float* panels = nullptr;
+  PackedNext next;  // the weight the step multiplies by after this one (prefetched during this one)
 };
 
 // out [n, N] = x [n, K] · w [N, K]^T (an nn::Linear without bias), on the calling thread; x and
@@ -97,7 +98,7 @@ struct Weight {
 void Linear(const float* x, int64_t ldx, int64_t n, const Weight& w, float* out, int64_t ldo) {
   const int64_t N = w.w->size(0), K = w.w->size(1);
   if (w.panels != nullptr) {
-    PackedGemm(x, ldx, n, K, w.panels, N, out, ldo);
+    PackedGemm(x, ldx, n, K, w.panels, N, out, ldo, w.next);
   } else {
     const at::Tensor xt = at::from_blob(const_cast<float*>(x), {n, K}, {ldx, 1}, at::kFloat);
     at::Tensor ot = at::from_blob(out, {n, N}, {ldo, 1}, at::kFloat);
@@ -168,6 +169,29 @@ struct StepPlan {
   at::Tensor hidden;  // [B*T, C] final-normed hidden (output)
   at::Tensor head;    // [B or B*T, V] logits or [B or B*T, 1] values (output; undefined with skip_head)
 };
+
+// Points each packed weight's `next` at the one RunRows multiplies by after it (attention
+// projections, router, experts' w1 w3 w2 in expert order, then the next layer; the head last), so
+// each GEMM prefetches the start of the following one.
+void LinkPrefetch(StepPlan* p) {
+  std::vector<Weight*> order;
+  for (LayerPlan& lp : p->layers) {
+    if (lp.lightning) {
+      order.insert(order.end(), {&lp.qkv, &lp.gate, &lp.out});
+    } else {
+      order.insert(order.end(), {&lp.q, &lp.k, &lp.v, &lp.o});
+    }
+    order.push_back(&lp.router);
+    for (size_t e = 0; e < lp.w1.size(); ++e) order.insert(order.end(), {&lp.w1[e], &lp.w3[e], &lp.w2[e]});
+  }
+  order.push_back(&p->head_weight);
+  for (size_t i = 0; i + 1 < order.size(); ++i) {
+    const Weight& b = *order[i + 1];
+    if (order[i]->panels == nullptr || b.panels == nullptr) continue;
+    const int64_t panels = (b.w->size(0) + kPackedPanel - 1) / kPackedPanel;
+    order[i]->next = PackedNext{b.panels, panels * b.w->size(1)};
+  }
+}
 
 // Scratch of one range of rows (allocated per step per thread: a handful of small tensors).
 // n = token rows = sequences * T, row r = (sequence, token) = (r / T, r % T).
@@ -469,6 +493,7 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
     }
   }
   p.head_weight = packed(m.head_type() == HeadType::kLanguageModel ? m.lm_head->weight : m.value_head->weight);
+  LinkPrefetch(&p);
   p.hidden = torch::empty({B * T, C}, torch::kFloat);
   const int64_t head_rows = options.last_position_only ? B : B * T;
   if (!options.skip_head) {

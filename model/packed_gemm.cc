@@ -101,7 +101,8 @@ __attribute__((target("avx512f"))) void Block(const float* x, int64_t ldx, int64
 // Rows [r0, r0 + rows) against all panels, in groups of `width` (2, or 4 when rows <= 4) panels,
 // then 2, then 1. Panel-major: a group's panels stay in L1 while its row blocks run.
 __attribute__((target("avx512f"))) void Panels(const float* x, int64_t ldx, int64_t r0, int64_t rows, int64_t K,
-                                               const float* panels, int64_t N, float* out, int64_t ldo, int width) {
+                                               const float* panels, int64_t N, float* out, int64_t ldo, int width,
+                                               PackedNext next) {
   LR_CHECK(width == 2 || (width == 4 && rows <= 4), "PackedGemm: 4-panel groups take at most 4 rows, got ", rows);
   const int64_t np = (N + kPackedPanel - 1) / kPackedPanel;
   int64_t p = 0;
@@ -109,12 +110,15 @@ __attribute__((target("avx512f"))) void Panels(const float* x, int64_t ldx, int6
     constexpr int P = decltype(tag)::value;
     const int64_t cols = std::min<int64_t>(P * kPackedPanel, N - p * kPackedPanel);
     const float* panel = panels + p * K * kPackedPanel;
-    // The next group starts where this one ends (panels are contiguous); K lines per panel.
-    const int64_t ahead_lines = std::min<int64_t>(P, np - p - P) * K;
+    // The next group starts where this one ends (panels are contiguous; K lines per panel); after
+    // the last group comes `next`.
+    const bool last = p + P >= np;
+    const float* ahead = last ? next.panels : panel + P * K * kPackedPanel;
+    const int64_t ahead_lines = last ? std::min<int64_t>(P * K, next.lines) : std::min<int64_t>(P, np - p - P) * K;
     for (int64_t r = r0; r < r0 + rows; r += 8) {
-      const bool first = r == r0 && ahead_lines > 0;
+      const bool first = r == r0 && ahead != nullptr && ahead_lines > 0;
       Block<P>(x + r * ldx, ldx, std::min<int64_t>(8, r0 + rows - r), panel, K, out + r * ldo + p * kPackedPanel,
-               ldo, cols, first ? panel + P * K * kPackedPanel : nullptr, ahead_lines);
+               ldo, cols, first ? ahead : nullptr, ahead_lines);
     }
     p += P;
   };
@@ -142,15 +146,16 @@ bool PackedGemmAvailable() {
 void SetPackedGemmEnabled(bool enabled) { g_enabled.store(enabled, std::memory_order_relaxed); }
 
 void PackedGemm(const float* x, int64_t ldx, int64_t n, int64_t K, const float* panels, int64_t N, float* out,
-                int64_t ldo) {
+                int64_t ldo, PackedNext next) {
   LR_CHECK(PackedGemmAvailable(), "PackedGemm: this CPU has no AVX-512F (check PackedGemmAvailable first)");
   LR_CHECK(reinterpret_cast<uintptr_t>(panels) % 64 == 0, "PackedGemm: panels must be 64-byte aligned");
   // Blocks of 8 rows x 2 panels (16 accumulators). A tail of 1-4 rows takes 4 panels at a time so
   // that it still has 4-16 independent FMA chains (1 or 2 rows x 2 panels would wait on the FMA
   // latency). Every output element is the same FMA chain over k whatever its block.
   const int64_t full = n / 8 * 8, tail = n - full;
-  if (full > 0) Panels(x, ldx, 0, full, K, panels, N, out, ldo, 2);
-  if (tail > 0) Panels(x, ldx, full, tail, K, panels, N, out, ldo, tail <= 4 ? 4 : 2);
+  // `next` goes to the last pass over the panels.
+  if (full > 0) Panels(x, ldx, 0, full, K, panels, N, out, ldo, 2, tail > 0 ? PackedNext{} : next);
+  if (tail > 0) Panels(x, ldx, full, tail, K, panels, N, out, ldo, tail <= 4 ? 4 : 2, next);
 }
 
 #else  // !LIGHTRL_PACKED_GEMM
@@ -159,7 +164,7 @@ bool PackedGemmAvailable() { return false; }
 
 void SetPackedGemmEnabled(bool) {}
 
-void PackedGemm(const float*, int64_t, int64_t, int64_t, const float*, int64_t, float*, int64_t) {
+void PackedGemm(const float*, int64_t, int64_t, int64_t, const float*, int64_t, float*, int64_t, PackedNext) {
   LR_FAIL("PackedGemm: not built for this architecture (x86-64 with GCC/Clang only)");
 }
 

@@ -39,9 +39,18 @@ void SetPackedGemmEnabled(bool enabled);
 // at panel j/16, lane j%16; lanes past N are zero.
 at::Tensor PackLinearWeight(const at::Tensor& w);
 
+// The panels a caller will multiply by next (a prefetch hint: the first `lines` 64-byte lines
+// of `panels`, i.e. its panel count x its K, or fewer), or none.
+struct PackedNext {
+  const float* panels = nullptr;
+  int64_t lines = 0;
+};
+
 // out[r * ldo + j] = sum_k x[r * ldx + k] * W[j][k] for r < n, j < N; panels from
 // PackLinearWeight(W) (64-byte aligned, as libtorch allocates). REQUIRES PackedGemmAvailable().
+// Each panel group's first row block prefetches the next group, and the last group `next`, so
+// a sequence of calls streams its weights from memory ahead of use.
 void PackedGemm(const float* x, int64_t ldx, int64_t n, int64_t K, const float* panels, int64_t N, float* out,
-                int64_t ldo);
+                int64_t ldo, PackedNext next = {});
 
 }  // namespace lightrl::model

@@ -375,8 +375,12 @@ struct Engine::Impl {
     }
     if (append > 0) {
       model::ModelCache extra = src;
-      extra.SelectRows(torch::zeros({append}, torch::kLong));
-      cache.AppendRows(extra);
+      extra.SelectRows(torch::zeros({append}, torch::kLong));  // fresh tensors: the rows' own copies
+      if (cache.batch == 0) {
+        cache = std::move(extra);  // AppendRows would copy them once more
+      } else {
+        cache.AppendRows(extra);
+      }
     }
     fresh->clear();
   }

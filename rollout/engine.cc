@@ -236,20 +236,25 @@ struct Engine::Impl {
       const double t = targets[i]->req->request.params.temperature;
       groups[t > 0 ? t : 1.0].push_back(i);
     }
-    const torch::Tensor all_targets = torch::tensor(tokens, torch::kLong);
+    const torch::Tensor all_targets = torch::from_blob(tokens.data(), {n, 1}, torch::kLong);  // [n, 1] view
     for (auto& [T, members] : groups) {
-      torch::Tensor idx = torch::tensor(members, torch::kLong);
       const bool whole = static_cast<int64_t>(members.size()) == n;
-      torch::Tensor lg = (whole ? logits : logits.index_select(0, idx)).unsqueeze(1);  // [m, 1, V]
-      torch::Tensor tg = (whole ? all_targets : all_targets.index_select(0, idx)).unsqueeze(1);  // [m, 1]
+      torch::Tensor lg = logits.unsqueeze(1), tg = all_targets;  // [m, 1, V], [m, 1]
+      if (!whole) {
+        const torch::Tensor idx = torch::tensor(members, torch::kLong);
+        lg = lg.index_select(0, idx);
+        tg = tg.index_select(0, idx);
+      }
       torch::Tensor lp = model::TokenLogProbs(lg, tg, T).reshape({-1}).contiguous();
       bool want_entropy = false;
       for (int64_t i : members) want_entropy |= targets[i]->req->request.params.return_entropy;
       torch::Tensor h;
       if (want_entropy) h = model::TokenEntropy(lg, T).reshape({-1}).contiguous();
+      const float* lpv = lp.data_ptr<float>();
+      const float* hv = want_entropy ? h.data_ptr<float>() : nullptr;
       for (size_t j = 0; j < members.size(); ++j) {
-        logprob[members[j]] = lp.data_ptr<float>()[j];
-        if (want_entropy) entropy[members[j]] = h.data_ptr<float>()[j];
+        logprob[members[j]] = lpv[j];
+        if (hv != nullptr) entropy[members[j]] = hv[j];
       }
     }
     for (int64_t i = 0; i < n; ++i) {

@@ -2,11 +2,17 @@
 #include "model/fused_decode.h"
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <tuple>
+#include <utility>
 
 #include "core/check.h"
 #include "model/decode_kernels.h"
@@ -403,6 +409,287 @@ void RunRows(const StepPlan& p, int64_t b0, int64_t b1) {
   }
 }
 
+
+// ---- column split: every thread on every row, each on its share of the columns ---------------
+//
+// For a few token rows (small decode batches, one prompt's prefill) the step is bound by streaming
+// the weights, and splitting ROWS over threads makes every thread stream all of them. Here each
+// thread takes a share of every layer's output columns instead: its heads of the attention
+// projections (and those heads' lightning states / KV heads), its columns of the output
+// projection and of the head, and its experts of the MoE. Norms, residuals and routing are cheap
+// at these sizes and run on every thread for every row (thread-private copies), so a layer needs
+// three barriers. Each output element is computed by the same function in the same order as in
+// the row split (a GEMM column's FMA chain, a head's recurrence, a row's norm, the expert sum in
+// slot order), so the two modes give bitwise equal results with PackedGemm.
+
+// Piece i of [0, total) cut into `parts` near-equal pieces of whole `align`-sized units.
+std::pair<int64_t, int64_t> Piece(int64_t total, int64_t parts, int64_t i, int64_t align = 1) {
+  const int64_t units = (total + align - 1) / align;
+  return {std::min(total, units * i / parts * align), std::min(total, units * (i + 1) / parts * align)};
+}
+
+// out[:, c0:c1] = x · w[c0:c1]ᵀ (out and x at column 0; c0 a multiple of kPackedPanel when packed).
+void LinearCols(const float* x, int64_t ldx, int64_t n, const Weight& w, int64_t c0, int64_t c1, float* out,
+                int64_t ldo) {
+  if (c1 <= c0 || n == 0) return;
+  const int64_t K = w.w->size(1);
+  if (w.panels != nullptr) {
+    PackedGemm(x, ldx, n, K, w.panels + (c0 / kPackedPanel) * K * kPackedPanel, c1 - c0, out + c0, ldo);
+  } else {
+    const at::Tensor xt = at::from_blob(const_cast<float*>(x), {n, K}, {ldx, 1}, at::kFloat);
+    at::Tensor ot = at::from_blob(out + c0, {n, c1 - c0}, {ldo, 1}, at::kFloat);
+    at::mm_out(ot, xt, w.w->narrow(0, c0, c1 - c0).t());
+  }
+}
+
+// The experts thread `tid` of `nt` runs, from the per-expert (token, choice) counts: active
+// experts by count (descending, then id) each to the least loaded thread, a load being its rows
+// plus kExpertFixedRows (streaming an expert's weights costs about that many rows). Every thread
+// computes the same assignment.
+constexpr int64_t kExpertFixedRows = 8;
+std::vector<int64_t> ExpertsOf(const std::vector<int64_t>& count, int tid, int nt) {
+  std::vector<int64_t> order;
+  for (int64_t e = 0; e < static_cast<int64_t>(count.size()); ++e) {
+    if (count[e] > 0) order.push_back(e);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return count[a] > count[b]; });
+  std::vector<int64_t> load(nt, 0), mine;
+  for (int64_t e : order) {
+    const int owner = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    load[owner] += count[e] + kExpertFixedRows;
+    if (owner == tid) mine.push_back(e);
+  }
+  return mine;
+}
+
+// The (token, choice) pairs of n rows grouped by expert (MoeRows' routing, unchanged).
+struct Routing {
+  std::vector<int64_t> count, start, token_of;  // [E], [E + 1], [n*K]
+  std::vector<float> weight_of;                 // [n*K]
+};
+Routing Route(const float* logits, int64_t n, int64_t E, int64_t K) {
+  Routing r;
+  std::vector<int64_t> choice(n * K);
+  std::vector<float> weight(n * K), prob(E);
+  r.count.assign(E, 0);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* z = logits + t * E;
+    float mx = z[0];
+    for (int64_t e = 1; e < E; ++e) mx = std::max(mx, z[e]);
+    float sum = 0;
+    for (int64_t e = 0; e < E; ++e) sum += (prob[e] = std::exp(z[e] - mx));
+    for (int64_t e = 0; e < E; ++e) prob[e] /= sum;
+    float wsum = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < E; ++e) {
+        bool taken = false;
+        for (int64_t j = 0; j < k; ++j) taken = taken || choice[t * K + j] == e;
+        if (!taken && (best < 0 || prob[e] > prob[best])) best = e;
+      }
+      choice[t * K + k] = best;
+      weight[t * K + k] = prob[best];
+      wsum += prob[best];
+    }
+    for (int64_t k = 0; k < K; ++k) weight[t * K + k] /= wsum;
+    for (int64_t k = 0; k < K; ++k) r.count[choice[t * K + k]]++;
+  }
+  r.start.assign(E + 1, 0);
+  for (int64_t e = 0; e < E; ++e) r.start[e + 1] = r.start[e] + r.count[e];
+  std::vector<int64_t> fill(r.start.begin(), r.start.end() - 1);
+  r.token_of.resize(n * K);
+  r.weight_of.resize(n * K);
+  for (int64_t i = 0; i < n * K; ++i) {
+    const int64_t slot = fill[choice[i]]++;
+    r.token_of[slot] = i / K;
+    r.weight_of[slot] = weight[i];
+  }
+  return r;
+}
+
+// Buffers every thread reads after a barrier: [n, H*D] attention outputs (before the norm) and
+// gate logits, [n, C] output projection, [n*K, C] expert outputs by slot.
+struct ColumnShared {
+  at::Tensor o, gate, a, ye;
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+};
+
+// One thread's part of the whole step (inside an OpenMP parallel region of nt threads).
+void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt) {
+  torch::NoGradGuard no_grad;
+  const ModelConfig& c = *p.config;
+  const int64_t T = p.T, n = B * T, C = c.hidden_size, H = c.num_attention_heads, D = c.head_dim;
+  const int64_t Hkv = c.num_key_value_heads, E = c.num_local_experts, K = c.num_experts_per_tok;
+  const int64_t I = c.intermediate_size, inner = H * D, G = H / Hkv;
+  // Runs fn unless a thread has failed, then waits for every thread: all threads pass the same
+  // barriers whatever throws, and the first error is rethrown after the region.
+  auto phase = [&](auto&& fn) {
+    if (!sh.failed.load()) {
+      try {
+        fn();
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(sh.error_mutex);
+        if (!sh.error) sh.error = std::current_exception();
+        sh.failed = true;
+      }
+    }
+#pragma omp barrier
+  };
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor x, h, y, on, own, router, xe, u, w3, moe;  // thread-private
+  // This thread's lightning heads, softmax KV heads (q heads kv0*G..kv1*G) and output columns.
+  int64_t lh0, lh1, kv0, kv1, c0, c1;
+  std::tie(lh0, lh1) = Piece(H, nt, tid);
+  std::tie(kv0, kv1) = Piece(Hkv, nt, tid);
+  std::tie(c0, c1) = Piece(C, nt, tid, kPackedPanel);
+  phase([&] {
+    x = at::empty({n, C}, f32);
+    h = at::empty({n, C}, f32);
+    y = at::empty({n, C}, f32);
+    on = at::empty({n, inner}, f32);
+    own = at::empty({n, 3 * inner}, f32);
+    router = at::empty({n, E}, f32);
+    xe = at::empty({n * K, C}, f32);
+    u = at::empty({n * K, I}, f32);
+    w3 = at::empty({n * K, I}, f32);
+    moe = at::empty({n, C}, f32);
+    const float* emb = F(p.model->model->embed_tokens->weight);
+    for (int64_t r = 0; r < n; ++r) std::memcpy(F(x) + r * C, emb + p.ids[r] * C, C * sizeof(float));
+  });
+  for (const LayerPlan& lp : p.layers) {
+    const DecoderLayerImpl& layer = *lp.layer;
+    // 1. input norm, this thread's heads of attention -> sh.o (and sh.gate).
+    phase([&] {
+      RmsNormRows(F(x), F(layer.input_layernorm->weight), static_cast<float>(layer.input_layernorm->eps), n, C, F(h));
+      if (lp.lightning) {
+        const LightningAttentionImpl& la = *layer.lightning;
+        const int64_t nh = lh1 - lh0, ld = nh * 3 * D, DD = D * D;
+        if (nh == 0) return;
+        float* qkv = F(own);
+        LinearCols(F(h), C, n, lp.qkv, lh0 * 3 * D, lh1 * 3 * D, qkv - lh0 * 3 * D, ld);
+        SiluInPlace(qkv, n * ld);
+        LinearCols(F(h), C, n, lp.gate, lh0 * D, lh1 * D, F(sh.gate), inner);
+        float* o = F(sh.o);
+        if (T == 1) {
+          for (int64_t b = 0; b < B; ++b) {
+            const float* row = qkv + b * ld;
+            LightningDecodeRowsF32(row, row + D, row + 2 * D, 3 * D, lp.state ? lp.state + (b * H + lh0) * DD : nullptr,
+                                   F(la.decay()) + lh0, nh, nh, D, lp.next_state + (b * H + lh0) * DD,
+                                   o + b * inner + lh0 * D);
+          }
+        } else if (T <= la.block_size()) {
+          for (int64_t b = 0; b < B; ++b) {
+            const float* rows = qkv + b * T * ld;
+            LightningPrefillBlockF32(rows, rows + D, rows + 2 * D, ld, T, nh, D, F(la.slopes()) + lh0,
+                                     lp.state ? lp.state + (b * H + lh0) * DD : nullptr,
+                                     lp.next_state + (b * H + lh0) * DD, o + b * T * inner + lh0 * D, inner);
+          }
+        } else {
+          const at::Tensor heads = at::from_blob(qkv, {B, T, nh, 3 * D}, f32);  // [B, T, nh, 3D] (rows of ld)
+          const at::Tensor q = heads.narrow(3, 0, D).transpose(1, 2), k = heads.narrow(3, D, D).transpose(1, 2);
+          const at::Tensor v = heads.narrow(3, 2 * D, D).transpose(1, 2);  // each [B, nh, T, D]
+          const at::Tensor s0 = lp.state_tensor.defined() ? lp.state_tensor.narrow(1, lh0, nh) : at::Tensor();
+          const LightningResult r = LightningAttentionChunked(q, k, v, la.slopes().narrow(0, lh0, nh), s0,
+                                                              LightningOptions{la.block_size(), {}, true});
+          sh.o.view({B, T, H, D}).narrow(2, lh0, nh).copy_(r.out.transpose(1, 2));
+          const at::Tensor state = r.state.contiguous();  // [B, nh, D, D]
+          for (int64_t b = 0; b < B; ++b) {
+            std::memcpy(lp.next_state + (b * H + lh0) * DD, F(state) + b * nh * DD, nh * DD * sizeof(float));
+          }
+        }
+      } else {
+        const SoftmaxAttentionImpl& sa = *layer.softmax;
+        const int64_t nkv = kv1 - kv0, nq = nkv * G, rot = sa.rotary_dim();
+        if (nkv == 0) return;
+        at::Tensor q = own.narrow(1, 0, nq * D), k = own.narrow(1, nq * D, nkv * D);
+        at::Tensor v = own.narrow(1, (nq + nkv) * D, nkv * D);  // [n, nq*D], [n, nkv*D] x2 (row stride 3*inner)
+        const int64_t ld = own.stride(0);
+        LinearCols(F(h), C, n, lp.q, kv0 * G * D, kv1 * G * D, F(q) - kv0 * G * D, ld);
+        LinearCols(F(h), C, n, lp.k, kv0 * D, kv1 * D, F(k) - kv0 * D, ld);
+        LinearCols(F(h), C, n, lp.v, kv0 * D, kv1 * D, F(v) - kv0 * D, ld);
+        std::vector<float> cos, sin;
+        detail::RopeTables<float>(lp.lengths, T, rot, sa.rope_theta(), &cos, &sin);
+        auto heads = [B, T, D](const at::Tensor& t, int64_t hh) { return t.view({B, T, hh, D}).transpose(1, 2); };
+        const at::Tensor& ck = lp.k_cache;
+        const at::Tensor& cv = lp.v_cache;
+        at::Tensor qrot = at::empty({B, nq, T, D}, f32);
+        detail::RopeInto<float>(heads(q, nq), cos, sin, rot / 2, rot, F(qrot), nq * T * D, T * D, D, {});
+        detail::RopeInto<float>(heads(k, nkv), cos, sin, rot / 2, rot, F(ck) + kv0 * ck.stride(1), ck.stride(0),
+                                ck.stride(1), ck.stride(2), lp.lengths);
+        detail::RopeInto<float>(heads(v, nkv), cos, sin, 0, 0, F(cv) + kv0 * cv.stride(1), cv.stride(0), cv.stride(1),
+                                cv.stride(2), lp.lengths);
+        const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+        const at::Tensor o = CachedAttention(qrot, ck.narrow(1, kv0, nkv), cv.narrow(1, kv0, nkv), lp.lengths, scale);
+        sh.o.view({B, T, H, D}).narrow(2, kv0 * G, nq).copy_(o.transpose(1, 2));  // o: [B, nq, T, D]
+      }
+    });
+    // 2. (lightning: the norm and gate over all heads, per row) this thread's columns of the
+    // output projection -> sh.a.
+    phase([&] {
+      const float* attn = F(sh.o);
+      if (lp.lightning) {
+        const LightningAttentionImpl& la = *layer.lightning;
+        std::memcpy(F(on), F(sh.o), n * inner * sizeof(float));
+        NormGateRows(F(on), F(sh.gate), F(la.norm->weight), static_cast<float>(la.norm->eps), n, inner);
+        attn = F(on);
+      }
+      LinearCols(attn, inner, n, lp.lightning ? lp.out : lp.o, c0, c1, F(sh.a), C);
+    });
+    // 3. residual and post-norm (every row), routing, this thread's experts -> sh.ye.
+    Routing route;
+    phase([&] {
+      Residual(layer.postnorm() ? F(h) : F(x), static_cast<float>(layer.alpha_attn()), F(sh.a),
+               static_cast<float>(layer.beta_attn()), n * C, F(y));
+      RmsNormRows(F(y), F(layer.post_attention_layernorm->weight),
+                  static_cast<float>(layer.post_attention_layernorm->eps), n, C, F(h));
+      Linear(h, lp.router, router);
+      route = Route(F(router), n, E, K);
+      for (int64_t e : ExpertsOf(route.count, tid, nt)) {
+        const int64_t ne = route.count[e], s0 = route.start[e];
+        for (int64_t j = 0; j < ne; ++j) {
+          std::memcpy(F(xe) + (s0 + j) * C, F(h) + route.token_of[s0 + j] * C, C * sizeof(float));
+        }
+        float* ue = F(u) + s0 * I;
+        float* w3e = F(w3) + s0 * I;
+        Linear(F(xe) + s0 * C, C, ne, lp.w1[e], ue, I);
+        Linear(F(xe) + s0 * C, C, ne, lp.w3[e], w3e, I);
+        SiluMul(ue, w3e, ne * I);
+        Linear(ue, I, ne, lp.w2[e], F(sh.ye) + s0 * C, C);
+      }
+    });
+    // 4. the weighted expert sum in slot order and the residual (every row); the next layer's
+    // phase 1 is this one's end.
+    float* out = F(moe);
+    std::memset(out, 0, n * C * sizeof(float));
+    if (!sh.failed.load()) {
+      const float* ye = F(sh.ye);
+      for (int64_t slot = 0; slot < n * K; ++slot) {
+        AddScaled(out + route.token_of[slot] * C, ye + slot * C, route.weight_of[slot], C);
+      }
+      Residual(layer.postnorm() ? F(h) : F(y), static_cast<float>(layer.alpha_mlp()), out,
+               static_cast<float>(layer.beta_mlp()), n * C, F(x));
+    }
+  }
+  // Final norm (thread 0 writes the shared hidden) and this thread's columns of the head.
+  phase([&] {
+    const RMSNormImpl& norm = *p.model->model->norm;
+    RmsNormRows(F(x), F(norm.weight), static_cast<float>(norm.eps), n, C, F(h));
+    if (tid == 0) std::memcpy(F(p.hidden), F(h), n * C * sizeof(float));
+    if (!p.head.defined()) return;
+    const int64_t V = p.head_weight.w->size(0);
+    int64_t v0, v1;
+    std::tie(v0, v1) = Piece(V, nt, tid, kPackedPanel);
+    if (!p.last_only || T == 1) {
+      LinearCols(F(h), C, n, p.head_weight, v0, v1, F(p.head), V);
+    } else {
+      const at::Tensor last = h.view({B, T, C}).select(1, T - 1).contiguous();  // [B, C]
+      LinearCols(F(last), C, B, p.head_weight, v0, v1, F(p.head), V);
+    }
+  });
+}
+
 }  // namespace
 
 bool FusedDecodeApplies(const HybridModelImpl& m, const torch::Tensor& input_ids, const ForwardContext& ctx,
@@ -501,10 +788,36 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
     p.head = torch::empty({head_rows, V}, torch::kFloat);
   }
 
-  // Whole sequences per thread (their tokens depend on each other), at least
-  // kFusedMinRowsPerThread token rows each.
-  const int64_t grain = std::max<int64_t>(1, (kFusedMinRowsPerThread + T - 1) / T);
-  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { RunRows(p, b0, b1); });
+  const int threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  // The column split needs each thread's head columns to start on a panel (D % 16 == 0).
+  const bool columns_fit = threads > 1 && (c.head_dim % kPackedPanel == 0 || !PackedGemmAvailable());
+  bool columns = false;
+  switch (options.fused_split) {
+    case ForwardOptions::FusedSplit::kAuto:
+      columns = columns_fit && (B * T <= kFusedColumnMaxRows || B < threads);
+      break;
+    case ForwardOptions::FusedSplit::kRows:
+      break;
+    case ForwardOptions::FusedSplit::kColumns:
+      columns = columns_fit;
+      break;
+  }
+  if (columns) {
+    ColumnShared sh;
+    const int64_t n = B * T, inner = c.num_attention_heads * c.head_dim;
+    sh.o = torch::empty({n, inner}, torch::kFloat);
+    sh.gate = torch::empty({n, inner}, torch::kFloat);
+    sh.a = torch::empty({n, C}, torch::kFloat);
+    sh.ye = torch::empty({n * c.num_experts_per_tok, C}, torch::kFloat);
+#pragma omp parallel num_threads(threads)
+    RunColumns(p, sh, B, omp_get_thread_num(), omp_get_num_threads());
+    if (sh.error) std::rethrow_exception(sh.error);
+  } else {
+    // Whole sequences per thread (their tokens depend on each other), at least
+    // kFusedMinRowsPerThread token rows each.
+    const int64_t grain = std::max<int64_t>(1, (kFusedMinRowsPerThread + T - 1) / T);
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { RunRows(p, b0, b1); });
+  }
 
   for (int64_t l = 0; l < L; ++l) {
     if (p.layers[l].lightning) continue;

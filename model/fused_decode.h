@@ -41,6 +41,9 @@ namespace lightrl::model {
 // Token rows below which a step stays on one thread (more threads would each see GEMMs too
 // small to pay for the wake-up).
 constexpr int64_t kFusedMinRowsPerThread = 2;
+// Token rows (B * T) up to which the step splits columns instead of rows over the threads (see
+// below); also used whenever B is below the thread count (a prompt's prefill).
+constexpr int64_t kFusedColumnMaxRows = 16;
 // Most tokens per row the fused step takes: decode (1) and short prefills, such as a rollout
 // prompt. Longer calls are compute-bound and take the module path (blockwise softmax attention;
 // CachedAttention's per-query loops are O(T^2) vector work).

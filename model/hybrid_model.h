@@ -122,6 +122,11 @@ struct ForwardOptions {
   // kFusedMaxTokens, no autograd): decode steps and short prefills. false = the module-by-module
   // path (tests compare the two).
   bool fused_decode = true;
+  // How the fused step splits its work over the intra-op threads (model/fused_decode.h): kAuto
+  // picks by the number of token rows; kRows / kColumns force one (tests, benchmarks). The modes
+  // give bitwise equal results where PackedGemm runs.
+  enum class FusedSplit { kAuto, kRows, kColumns };
+  FusedSplit fused_split = FusedSplit::kAuto;
 };
 
 struct ModelOutput {

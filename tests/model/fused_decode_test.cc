@@ -94,13 +94,15 @@ void ExpectCachesClose(const ModelCache& a, const ModelCache& b, const std::stri
 // module path and compares everything they produce. An empty `start` begins `empty_rows` new
 // sequences.
 void CompareSteps(HybridModel& m, const ModelCache& start, int steps, const std::string& what,
-                  int64_t empty_rows = 6, int64_t tokens = 1, bool last_only = true) {
+                  int64_t empty_rows = 6, int64_t tokens = 1, bool last_only = true,
+                  ForwardOptions::FusedSplit split = ForwardOptions::FusedSplit::kAuto) {
   torch::NoGradGuard no_grad;
   const int64_t B = start.batch > 0 ? start.batch : empty_rows;
   ModelCache fused = start.batch > 0 ? Copy(start) : ModelCache{};
   ModelCache modules = start.batch > 0 ? Copy(start) : ModelCache{};
   ForwardOptions on, off;
   on.last_position_only = off.last_position_only = last_only;
+  on.fused_split = split;
   off.fused_decode = false;
   auto gen = at::detail::createCPUGenerator(5);
   for (int s = 0; s < steps; ++s) {
@@ -188,6 +190,127 @@ TEST(FusedDecodeTest, WithPackedGemmARowIsBitwiseIndependentOfBatchAndThreads) {
     EXPECT_TRUE(all_equal) << "max |alone - in batch| = " << max_diff;
   } else {
     EXPECT_LT(max_diff, 1e-5);  // libtorch GEMMs may pick kernels by the number of rows
+  }
+}
+
+// The column split (each thread on every row, its own heads / columns / experts) needs head_dim
+// % 16 == 0 with PackedGemm: a config with 16-wide heads.
+ModelConfig ColumnConfig() {
+  ModelConfig c = SmallConfig();
+  c.hidden_size = 64;
+  c.head_dim = 16;
+  c.rotary_dim = 8;
+  return c;
+}
+
+TEST(FusedDecodeTest, TheColumnSplitMatchesTheModulePath) {
+  HybridModel m = MakeModel(ColumnConfig());
+  const auto columns = ForwardOptions::FusedSplit::kColumns;
+  // 3 threads: 4 lightning heads split 1/1/2, 2 KV heads 0/1/1 (a thread with no softmax head),
+  // 64 output columns 16/16/32, 4 experts over 3 threads.
+  for (int threads : {2, 3}) {
+    ThreadCount tc(threads);
+    const std::string t = "columns, threads " + std::to_string(threads);
+    for (int64_t rows : {int64_t{1}, int64_t{5}}) {
+      ModelCache start;
+      {
+        torch::NoGradGuard no_grad;
+        start = MixedCache(m, rows);
+      }
+      CompareSteps(m, start, 4, t + ", decode, rows " + std::to_string(rows), 0, 1, true, columns);
+      CompareSteps(m, start, 1, t + ", one-block prefill continuing rows", 0, 5, false, columns);
+      CompareSteps(m, start, 1, t + ", chunked prefill continuing rows", 0, 13, true, columns);
+    }
+    CompareSteps(m, ModelCache{}, 2, t + ", from empty", 3, 1, true, columns);
+    CompareSteps(m, ModelCache{}, 1, t + ", prefill from empty", 1, 8, false, columns);
+  }
+  ModelConfig c = ColumnConfig();
+  c.postnorm = false;
+  HybridModel critic = MakeModel(c, HeadType::kValue);
+  ThreadCount tc(2);
+  ModelCache b;
+  {
+    torch::NoGradGuard no_grad;
+    b = MixedCache(critic, 3);
+  }
+  CompareSteps(critic, b, 3, "columns, pre-norm value head", 0, 1, true, columns);
+}
+
+// Everything each split writes: the step's outputs and the caches it updates.
+struct StepResult {
+  torch::Tensor logits, hidden;
+  ModelCache cache;
+};
+StepResult RunSplit(HybridModel& m, const ModelCache& start, const torch::Tensor& ids, ForwardOptions::FusedSplit split,
+                    bool last_only) {
+  torch::NoGradGuard no_grad;
+  StepResult r;
+  r.cache = Copy(start);
+  ForwardOptions o;
+  o.fused_split = split;
+  o.last_position_only = last_only;
+  ModelOutput out = m->forward(ids, {}, &r.cache, o);
+  r.logits = out.logits;
+  r.hidden = out.hidden;
+  return r;
+}
+
+// Bitwise equal with PackedGemm (every element the same FMA chain in both splits); with the
+// libtorch fallback BLAS may block a column slice differently, so there within rounding.
+void ExpectSame(const torch::Tensor& a, const torch::Tensor& b, const std::string& what) {
+  if (PackedGemmAvailable()) {
+    EXPECT_TRUE(torch::equal(a, b)) << what << " differ by " << MaxDiff(a, b);
+  } else {
+    EXPECT_LT(MaxDiff(a, b), 1e-5 * (1 + MaxAbs(b))) << what;
+  }
+}
+
+void ExpectBitwiseEqual(const StepResult& a, const StepResult& b, const std::string& what) {
+  ExpectSame(a.logits, b.logits, what + ": logits");
+  ExpectSame(a.hidden, b.hidden, what + ": hidden");
+  for (size_t l = 0; l < a.cache.layers.size(); ++l) {
+    const LayerCache& x = a.cache.layers[l];
+    const LayerCache& y = b.cache.layers[l];
+    if (x.lightning.state.defined()) {
+      ExpectSame(x.lightning.state, y.lightning.state, what + ": state, layer " + std::to_string(l));
+    }
+    if (x.softmax.k.defined()) {
+      EXPECT_TRUE(torch::equal(x.softmax.lengths, y.softmax.lengths)) << what << ": lengths, layer " << l;
+      for (int64_t r = 0; r < x.softmax.lengths.size(0); ++r) {
+        const int64_t len = x.softmax.lengths[r].item<int64_t>();
+        const std::string at = ", layer " + std::to_string(l) + " row " + std::to_string(r);
+        ExpectSame(x.softmax.k[r].narrow(1, 0, len), y.softmax.k[r].narrow(1, 0, len), what + ": keys" + at);
+        ExpectSame(x.softmax.v[r].narrow(1, 0, len), y.softmax.v[r].narrow(1, 0, len), what + ": values" + at);
+      }
+    }
+  }
+}
+
+TEST(FusedDecodeTest, WithPackedGemmTheColumnAndRowSplitsAreBitwiseEqual) {
+  HybridModel m = MakeModel(ColumnConfig());
+  ModelCache start;
+  {
+    torch::NoGradGuard no_grad;
+    start = MixedCache(m, 5);
+  }
+  auto gen = at::detail::createCPUGenerator(21);
+  const auto rows = ForwardOptions::FusedSplit::kRows, columns = ForwardOptions::FusedSplit::kColumns;
+  ThreadCount tc(2);
+  // Decode, a one-block prefill (the per-head loops) and one of two blocks (the chunked op on a
+  // head slice), all continuing rows of different lengths.
+  for (int64_t T : {1, 5, 13}) {
+    const torch::Tensor ids = at::randint(m->config().vocab_size, {5, T}, gen, torch::kLong);
+    const std::string what = "T = " + std::to_string(T);
+    ExpectBitwiseEqual(RunSplit(m, start, ids, columns, false), RunSplit(m, start, ids, rows, false), what);
+  }
+  // A row's result is the same alone (column split) as in a batch of 5 (row split).
+  const torch::Tensor ids = at::randint(m->config().vocab_size, {5, 1}, gen, torch::kLong);
+  const StepResult batched = RunSplit(m, start, ids, rows, true);
+  for (int64_t r = 0; r < 5; ++r) {
+    ModelCache one = start;
+    one.SelectRows(torch::tensor({r}, torch::kLong));
+    const StepResult alone = RunSplit(m, one, ids.narrow(0, r, 1), columns, true);
+    ExpectSame(alone.logits[0], batched.logits[r], "row " + std::to_string(r) + " alone vs in the batch");
   }
 }
 

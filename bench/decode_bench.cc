@@ -68,12 +68,14 @@ model::ModelCache SyntheticCache(const model::ModelConfig& c, int64_t B, int64_t
 
 // Seconds of one decode step of B rows at context C, the fastest of `reps` (exported for the
 // rollout suite via the declaration there).
-double DecodeStepSeconds(model::HybridModel& m, int64_t B, int64_t C, int reps) {
+double DecodeStepSeconds(model::HybridModel& m, int64_t B, int64_t C, int reps,
+                         model::ForwardOptions::FusedSplit split = model::ForwardOptions::FusedSplit::kAuto) {
   torch::NoGradGuard no_grad;
   const int warmup = 3;
   model::ModelCache cache = SyntheticCache(m->config(), B, C, warmup + reps + 8);
   model::ForwardOptions fo;
   fo.last_position_only = true;
+  fo.fused_split = split;
   torch::Tensor ids = torch::randint(m->config().vocab_size, {B, 1}, torch::kLong);  // [B, 1]
   std::vector<double> times;
   for (int i = 0; i < warmup + reps; ++i) {

@@ -4,7 +4,8 @@
 //
 // Sections:
 //  1. Decode throughput vs batch size (1..64) at context 512: tokens/s of one decode step over B
-//     rows (synthetic cache, fastest of N steps, as in DecodeScalingSection), hybrid vs all-softmax.
+//     rows (synthetic cache, fastest of N steps, as in DecodeScalingSection), hybrid vs all-softmax;
+//     and the fused step's row and column thread splits forced (the split kAuto picks is shown).
 //  2. DecodeScalingSection: decode time per token vs context 1K..32K (quick: 1K..8K), hybrid vs
 //     all-softmax; target hybrid t(32K)/t(1K) <= 1.5.
 //  3. Continuous vs static batching: the Engine on a mixed-length workload (prompt 32 tokens,
@@ -35,6 +36,7 @@
 #include "bench/bench.h"
 #include "core/check.h"
 #include "model/config.h"
+#include "model/fused_decode.h"
 #include "model/hybrid_model.h"
 #include "model/packed_gemm.h"
 #include "rollout/engine.h"
@@ -42,7 +44,8 @@
 namespace lightrl::bench {
 
 // From bench/decode_bench.cc.
-double DecodeStepSeconds(model::HybridModel& m, int64_t B, int64_t C, int reps);
+double DecodeStepSeconds(model::HybridModel& m, int64_t B, int64_t C, int reps,
+                         model::ForwardOptions::FusedSplit split = model::ForwardOptions::FusedSplit::kAuto);
 model::ModelConfig TinyModelConfig();
 model::ModelConfig AllSoftmaxVariant(model::ModelConfig c);
 
@@ -206,15 +209,24 @@ int RunRolloutSuite(const BenchOptions& options) {
   const std::vector<int64_t> batches = options.quick ? std::vector<int64_t>{1, 4, 16, 64}
                                                      : std::vector<int64_t>{1, 2, 4, 8, 16, 32, 64};
   Table bt("decode throughput vs batch size (context " + std::to_string(context) + ", one step of B rows)",
-           {"batch", "hybrid tok/s", "all-softmax tok/s", "hybrid/softmax", "hybrid step", "hybrid vs B=1"});
+           {"batch", "hybrid tok/s", "all-softmax tok/s", "hybrid/softmax", "hybrid step", "hybrid vs B=1", "split",
+            "step by rows", "step by columns"});
   double hybrid_tps_1 = 0;
+  using Split = model::ForwardOptions::FusedSplit;
+  const int threads = at::get_num_threads();
   for (int64_t B : batches) {
     const double th = DecodeStepSeconds(hybrid, B, context, reps);
     const double ts = DecodeStepSeconds(softmax, B, context, reps);
     const double tps = B / th;
     if (B == 1) hybrid_tps_1 = tps;
+    // The fused step's two thread splits forced, for the crossover behind kFusedColumnMaxRows.
+    const bool columns_possible = model::FusedColumnSplit(hybrid_cfg, B, 1, threads, Split::kColumns);
+    const double by_rows = DecodeStepSeconds(hybrid, B, context, reps, Split::kRows);
+    const double by_columns = columns_possible ? DecodeStepSeconds(hybrid, B, context, reps, Split::kColumns) : 0;
     bt.AddRow({std::to_string(B), Fmt(tps, 0), Fmt(B / ts, 0), Fmt(ts / th, 2) + "x", Fmt(th * 1e3, 3) + " ms",
-               Fmt(tps / hybrid_tps_1, 2) + "x"});
+               Fmt(tps / hybrid_tps_1, 2) + "x",
+               model::FusedColumnSplit(hybrid_cfg, B, 1, threads, Split::kAuto) ? "columns" : "rows",
+               Fmt(by_rows * 1e3, 3) + " ms", columns_possible ? Fmt(by_columns * 1e3, 3) + " ms" : "n/a"});
     std::fflush(stdout);
   }
   bt.Print();

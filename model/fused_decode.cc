@@ -692,6 +692,20 @@ void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt)
 
 }  // namespace
 
+bool FusedColumnSplit(const ModelConfig& config, int64_t B, int64_t T, int threads, ForwardOptions::FusedSplit split) {
+  // Each thread's head columns must start on a panel (D % 16 == 0) for PackedGemm.
+  const bool fits = threads > 1 && (config.head_dim % kPackedPanel == 0 || !PackedGemmAvailable());
+  switch (split) {
+    case ForwardOptions::FusedSplit::kAuto:
+      return fits && (B * T <= kFusedColumnMaxRows || B < threads);
+    case ForwardOptions::FusedSplit::kRows:
+      return false;
+    case ForwardOptions::FusedSplit::kColumns:
+      return fits;
+  }
+  return false;
+}
+
 bool FusedDecodeApplies(const HybridModelImpl& m, const torch::Tensor& input_ids, const ForwardContext& ctx,
                         const ModelCache* cache, const ForwardOptions& options) {
   if (!options.fused_decode || cache == nullptr || input_ids.dim() != 2 || input_ids.size(1) < 1 ||
@@ -789,20 +803,7 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
   }
 
   const int threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  // The column split needs each thread's head columns to start on a panel (D % 16 == 0).
-  const bool columns_fit = threads > 1 && (c.head_dim % kPackedPanel == 0 || !PackedGemmAvailable());
-  bool columns = false;
-  switch (options.fused_split) {
-    case ForwardOptions::FusedSplit::kAuto:
-      columns = columns_fit && (B * T <= kFusedColumnMaxRows || B < threads);
-      break;
-    case ForwardOptions::FusedSplit::kRows:
-      break;
-    case ForwardOptions::FusedSplit::kColumns:
-      columns = columns_fit;
-      break;
-  }
-  if (columns) {
+  if (FusedColumnSplit(c, B, T, threads, options.fused_split)) {
     ColumnShared sh;
     const int64_t n = B * T, inner = c.num_attention_heads * c.head_dim;
     sh.o = torch::empty({n, inner}, torch::kFloat);

@@ -6,11 +6,20 @@
 // as plain loops, LightningPrefillBlockF32; longer prompts LightningAttentionChunked).
 //
 // Same math, same weights, same caches as the module-by-module path, organised for small
-// batches:
-//   * The rows are split over the intra-op threads once per step (at::parallel_for, whole rows,
-//     at least kFusedMinRowsPerThread tokens per thread), and each thread runs ALL layers for its
-//     rows single-threaded: rows never interact, so a step has one parallel region instead of
-//     two thread wake-ups per op (several hundred per step at B = 64 on the tiny model).
+// batches. One parallel region per step (instead of two thread wake-ups per op, several hundred
+// per step at B = 64 on the tiny model), in one of two splits:
+//   * Rows (many token rows): whole rows over the intra-op threads (at::parallel_for, at least
+//     kFusedMinRowsPerThread tokens per thread), each thread running ALL layers for its rows
+//     single-threaded: rows never interact, so no thread waits on another until the end.
+//   * Columns (B * T <= kFusedColumnMaxRows, or B below the thread count, e.g. a prompt's
+//     prefill): every thread on every row, each on its share of each layer's columns (its heads of
+//     the attention projections with those heads' lightning states / KV heads, its columns of the
+//     output projection and of the head, its experts of the MoE by a balanced assignment), norms,
+//     residuals and routing repeated on every thread, three barriers a layer. With few rows the
+//     step streams the weights more than it computes, and the row split made every thread stream
+//     all of them (tiny model, 2 threads: B = 8 0.51 -> 0.30 ms, B = 1 0.19 -> 0.13 ms; B = 32
+//     is faster by rows). Needs head_dim % 16 == 0 with PackedGemm (a thread's heads start on a
+//     panel); otherwise rows. ForwardOptions::fused_split forces either.
 //   * Per layer the only library calls are the projections: PackedGemm (model/packed_gemm.h)
 //     over weights packed once per weight version where the CPU has AVX-512F, at::mm_out into
 //     per-thread buffers elsewhere; norms, SiLU, the gate, the DeepNorm residuals, the router's softmax/top-k and
@@ -20,8 +29,9 @@
 // Differences from the module path are rounding only: other GEMM kernels, a polynomial exp in
 // SiLU/sigmoid (rel. error ~1e-7), norm reductions in another order. Tested against the module
 // path (tests/model/fused_decode_test.cc). With PackedGemm every stage computes a row from that
-// row alone in a fixed order, so a row's outputs are bitwise independent of the batch, its slot
-// and the thread count (tested); with the at::mm_out fallback BLAS may pick kernels by shape.
+// row alone in a fixed order, and each element by the same function in both splits, so a row's
+// outputs are bitwise independent of the batch, its slot, the split and the thread count
+// (tested); with the at::mm_out fallback BLAS may pick kernels by shape.
 //
 // Weight changes. The packed copies are checked against each parameter's storage pointer and
 // version counter every step and repacked when either moved: every in-place tensor op bumps the
@@ -42,7 +52,8 @@ namespace lightrl::model {
 // small to pay for the wake-up).
 constexpr int64_t kFusedMinRowsPerThread = 2;
 // Token rows (B * T) up to which the step splits columns instead of rows over the threads (see
-// below); also used whenever B is below the thread count (a prompt's prefill).
+// above); columns are also used whenever B is below the thread count (a prompt's prefill).
+// Measured crossover on the tiny model, 2 threads: columns win at B = 16, rows at B = 32.
 constexpr int64_t kFusedColumnMaxRows = 16;
 // Most tokens per row the fused step takes: decode (1) and short prefills, such as a rollout
 // prompt. Longer calls are compute-bound and take the module path (blockwise softmax attention;
@@ -70,6 +81,10 @@ struct FusedDecodePack {
 // tensor, and no autograd (grad mode off or no parameter requiring grad).
 bool FusedDecodeApplies(const HybridModelImpl& m, const torch::Tensor& input_ids, const ForwardContext& ctx,
                         const ModelCache* cache, const ForwardOptions& options);
+
+// Whether a fused step of [B, T] tokens on `threads` intra-op threads splits columns (true) or
+// rows (false), as FusedDecodeStep decides: `split` as requested, kAuto by the rule above.
+bool FusedColumnSplit(const ModelConfig& config, int64_t B, int64_t T, int threads, ForwardOptions::FusedSplit split);
 
 // The step itself. input_ids [B, T] int64 (ids already range-checked), cache sized for the
 // model's layers and B rows (HybridModel::forward does both). Returns hidden [B, T, C] and,

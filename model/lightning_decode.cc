@@ -32,7 +32,8 @@ constexpr int64_t kParallelStateElements = int64_t{1} << 22;
 // Rows (b, h) in [begin, end): q/k/v row at q + bh * qs_bh (unit stride in D); state (nullptr =
 // zeros) and next [BH, D, D], next may be state (in place: each state row is read, decayed,
 // updated and written back through one pointer, so the loops vectorise without an aliasing
-// fallback); out [BH, D].
+// fallback); out [BH, D]. Any D (the fp64 instantiation for tests, and fp32 head sizes without a
+// fixed-size version below).
 template <typename S>
 LIGHTRL_ALWAYS_INLINE void DecodeRows(const S* q, const S* k, const S* v, int64_t qs_bh, const S* state,
                                       const S* lambda, int64_t H, int64_t D, S* next, S* out, int64_t begin,
@@ -60,11 +61,71 @@ LIGHTRL_ALWAYS_INLINE void DecodeRows(const S* q, const S* k, const S* v, int64_
   }
 }
 
-// DecodeRows for fp32, one clone per ISA (the fp64 instantiation, for tests, stays baseline).
+// The same for a head size fixed at compile time, one state source per instantiation: the row
+// loops are a few whole vectors, v and the output row stay in registers, and no aliasing or
+// trip-count checks run per state row (with D = 32 the generic loops spent most of their time
+// on those). The same expressions in the same order as DecodeRows, so the same results.
+enum class StateSource { kInPlace, kOld, kZeros };
+template <typename S, int kD, StateSource kSource>
+LIGHTRL_ALWAYS_INLINE void DecodeRowsFixed(const S* q, const S* k, const S* v, int64_t qs_bh, const S* state,
+                                           const S* lambda, int64_t H, S* next, S* out, int64_t begin, int64_t end) {
+  int64_t h = begin % H;
+  for (int64_t bh = begin; bh < end; ++bh) {
+    const S* __restrict qr = q + bh * qs_bh;
+    const S* __restrict kr = k + bh * qs_bh;
+    const S lam = lambda[h];
+    h = h + 1 == H ? 0 : h + 1;
+    S vv[kD], o[kD];
+    for (int e = 0; e < kD; ++e) {
+      vv[e] = v[bh * qs_bh + e];
+      o[e] = 0;
+    }
+    S* __restrict nb = next + bh * kD * kD;
+    const S* __restrict sb = kSource == StateSource::kOld ? state + bh * kD * kD : nullptr;
+    for (int d = 0; d < kD; ++d) {
+      const S kd = kr[d], qd = qr[d];
+      S* __restrict nrow = nb + d * kD;
+      for (int e = 0; e < kD; ++e) {
+        S n;
+        if constexpr (kSource == StateSource::kInPlace) {
+          n = nrow[e] * lam + kd * vv[e];
+        } else if constexpr (kSource == StateSource::kOld) {
+          n = sb[d * kD + e] * lam + kd * vv[e];
+        } else {
+          n = kd * vv[e];
+        }
+        nrow[e] = n;
+        o[e] += qd * n;
+      }
+    }
+    for (int e = 0; e < kD; ++e) out[bh * kD + e] = o[e];
+  }
+}
+
+template <typename S, int kD>
+LIGHTRL_ALWAYS_INLINE void DecodeRowsFixedAnySource(const S* q, const S* k, const S* v, int64_t qs_bh,
+                                                    const S* state, const S* lambda, int64_t H, S* next, S* out,
+                                                    int64_t begin, int64_t end) {
+  if (state == next) {
+    DecodeRowsFixed<S, kD, StateSource::kInPlace>(q, k, v, qs_bh, state, lambda, H, next, out, begin, end);
+  } else if (state != nullptr) {
+    DecodeRowsFixed<S, kD, StateSource::kOld>(q, k, v, qs_bh, state, lambda, H, next, out, begin, end);
+  } else {
+    DecodeRowsFixed<S, kD, StateSource::kZeros>(q, k, v, qs_bh, state, lambda, H, next, out, begin, end);
+  }
+}
+
+// DecodeRows for fp32, one clone per ISA (the fp64 instantiation, for tests, stays baseline), with
+// fixed-size loops for the common head sizes.
 LIGHTRL_VECTOR_CLONES void DecodeRowsF32(const float* q, const float* k, const float* v, int64_t qs_bh,
                                          const float* state, const float* lambda, int64_t H, int64_t D, float* next,
                                          float* out, int64_t begin, int64_t end) {
-  DecodeRows<float>(q, k, v, qs_bh, state, lambda, H, D, next, out, begin, end);
+  switch (D) {
+    case 32: return DecodeRowsFixedAnySource<float, 32>(q, k, v, qs_bh, state, lambda, H, next, out, begin, end);
+    case 64: return DecodeRowsFixedAnySource<float, 64>(q, k, v, qs_bh, state, lambda, H, next, out, begin, end);
+    case 128: return DecodeRowsFixedAnySource<float, 128>(q, k, v, qs_bh, state, lambda, H, next, out, begin, end);
+    default: return DecodeRows<float>(q, k, v, qs_bh, state, lambda, H, D, next, out, begin, end);
+  }
 }
 
 // LightningDecodeStep's loops by dtype: fp32 takes the per-ISA clones.

@@ -260,7 +260,8 @@ TEST_F(LightningTest, PrefillThenDecodeEqualsLongPrefill) {
 // against the recurrence written out per (row, head) in fp64, on strided views of one qkv
 // tensor (the layout the layer passes) and with head dims that are and are not vector widths.
 TEST_F(LightningTest, DecodeStepPlainLoopsAndTensorOpsMatchTheRecurrence) {
-  for (int64_t D : {5, 32}) {
+  // 32, 64 and 128 take the fp32 loops' fixed-size versions, 5 the generic one.
+  for (int64_t D : {5, 32, 64, 128}) {
     SCOPED_TRACE(::testing::Message() << "D " << D);
     const int64_t B = 3, H = 4;
     const Tensor qkv = SiluInput({B, 1, H, 3 * D}, kF64);
@@ -285,8 +286,23 @@ TEST_F(LightningTest, DecodeStepPlainLoopsAndTensorOpsMatchTheRecurrence) {
       EXPECT_LT(RelMaxErr(r.state, want_state), 1e-12);
       auto r0 = LightningDecodeStep(q, k, v, s, {});  // empty state = zeros
       EXPECT_LT(RelMaxErr(r0.state, torch::matmul(k.transpose(2, 3), v)), 1e-12);  // k^T v
-      auto r32 = LightningDecodeStep(q.to(kF32), k.to(kF32), v.to(kF32), s, state.to(kF32));
+      const Tensor q32 = q.to(kF32), k32 = k.to(kF32), v32 = v.to(kF32);
+      auto r32 = LightningDecodeStep(q32, k32, v32, s, state.to(kF32));
       EXPECT_LT(RelMaxErr(r32.out, want_out), 1e-5);
+      EXPECT_LT(RelMaxErr(r32.state, want_state), 1e-5);
+      auto z32 = LightningDecodeStep(q32, k32, v32, s, {});
+      EXPECT_LT(RelMaxErr(z32.state, torch::matmul(k.transpose(2, 3), v)), 1e-5);
+      // In place (the fused step's way): state and next_state one buffer, per-head interleaved
+      // q | k | v rows as the layer's projection lays them out.
+      const Tensor rows = qkv.to(kF32).reshape({B * H, 3 * D}).contiguous();  // [B*H, 3D]
+      Tensor inplace = state.to(kF32).contiguous();
+      Tensor out = torch::empty({B * H, D}, kF32);
+      const Tensor decay = torch::exp(-s.to(kF32)).contiguous();
+      LightningDecodeRowsF32(rows.data_ptr<float>(), rows.data_ptr<float>() + D, rows.data_ptr<float>() + 2 * D,
+                             3 * D, inplace.data_ptr<float>(), decay.data_ptr<float>(), B * H, H, D,
+                             inplace.data_ptr<float>(), out.data_ptr<float>());
+      EXPECT_LT(RelMaxErr(inplace, want_state), 1e-5);
+      EXPECT_LT(RelMaxErr(out.view({B, H, 1, D}), want_out), 1e-5);
     }
     Tensor qg = q.clone().requires_grad_(true);  // tensor ops, differentiable
     auto rg = LightningDecodeStep(qg, k, v, s, state);

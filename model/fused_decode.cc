@@ -117,6 +117,44 @@ void Linear(const at::Tensor& x, const Weight& w, at::Tensor& out) {
   Linear(F(x), x.stride(0), x.size(0), w, F(out), out.stride(0));
 }
 
+// out[:, c0:c1] = x · w[c0:c1]ᵀ (out and x at column 0; c0 a multiple of kPackedPanel when
+// packed), then SiLU if `silu`: in PackedGemm's epilogue, or a pass over the rows after at::mm_out.
+// The whole width (0, N) is the row split's call and prefetches w.next; a slice does not.
+void LinearCols(const float* x, int64_t ldx, int64_t n, const Weight& w, int64_t c0, int64_t c1, float* out,
+                int64_t ldo, bool silu = false) {
+  if (c1 <= c0 || n == 0) return;
+  const int64_t N = w.w->size(0), K = w.w->size(1);
+  if (w.panels != nullptr) {
+    PackedEpilogue epi;
+    if (silu) epi.kind = PackedEpilogue::Kind::kSilu;
+    const bool whole = c0 == 0 && c1 == N;
+    PackedGemm(x, ldx, n, K, w.panels + (c0 / kPackedPanel) * K * kPackedPanel, c1 - c0, out + c0, ldo,
+               whole ? w.next : PackedNext{}, epi);
+    return;
+  }
+  const at::Tensor xt = at::from_blob(const_cast<float*>(x), {n, K}, {ldx, 1}, at::kFloat);
+  at::Tensor ot = at::from_blob(out + c0, {n, c1 - c0}, {ldo, 1}, at::kFloat);
+  at::mm_out(ot, xt, w.w->narrow(0, c0, c1 - c0).t());
+  if (silu) {
+    for (int64_t r = 0; r < n; ++r) SiluInPlace(out + r * ldo + c0, c1 - c0);
+  }
+}
+
+// The SwiGLU expert's first half for ne rows: u [ne, I] = silu(x · w1ᵀ) * (x · w3ᵀ). With
+// PackedGemm both products end in the GEMM epilogues (w3's multiplies by u in place); otherwise
+// x · w3ᵀ goes to `scratch` [ne, I] and SiluMul combines.
+void SwiGlu(const float* x, int64_t ldx, int64_t ne, const Weight& w1, const Weight& w3, float* u, float* scratch) {
+  const int64_t I = w1.w->size(0), K = w1.w->size(1);
+  if (w1.panels != nullptr && w3.panels != nullptr) {
+    PackedGemm(x, ldx, ne, K, w1.panels, I, u, I, w1.next, PackedEpilogue{PackedEpilogue::Kind::kSilu, nullptr, 0});
+    PackedGemm(x, ldx, ne, K, w3.panels, I, u, I, w3.next, PackedEpilogue{PackedEpilogue::Kind::kMul, u, I});
+    return;
+  }
+  Linear(x, ldx, ne, w1, u, I);
+  Linear(x, ldx, ne, w3, scratch, I);
+  SiluMul(u, scratch, ne * I);
+}
+
 // Hands out the step's weights in traversal order, repacking the ones whose parameter changed
 // (storage pointer or version counter) since they were packed. Main thread, pack mutex held.
 class Packer {
@@ -217,8 +255,8 @@ struct Scratch {
 void LightningRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t ns, Scratch& s) {
   const LightningAttentionImpl& la = *lp.layer->lightning;
   const int64_t H = la.num_heads(), D = la.head_dim(), inner = H * D, T = p.T, n = ns * T;
-  Linear(s.h, lp.qkv, s.qkv);  // [n, H, 3D]: head h owns q | k | v
-  SiluInPlace(F(s.qkv), n * 3 * inner);
+  // [n, H, 3D]: head h owns q | k | v, SiLU applied.
+  LinearCols(F(s.h), s.h.stride(0), n, lp.qkv, 0, 3 * inner, F(s.qkv), 3 * inner, /*silu=*/true);
   Linear(s.h, lp.gate, s.gate);
   const float* qkv = F(s.qkv);
   const int64_t state_row = H * D * D;
@@ -331,9 +369,7 @@ void MoeRows(const StepPlan& p, const LayerPlan& lp, int64_t n, Scratch& s) {
     const float* xin = xe + start[e] * C;
     float* u = F(s.u) + start[e] * I;
     float* w3 = F(s.w3) + start[e] * I;
-    Linear(xin, C, ne, lp.w1[e], u, I);
-    Linear(xin, C, ne, lp.w3[e], w3, I);
-    SiluMul(u, w3, ne * I);
+    SwiGlu(xin, C, ne, lp.w1[e], lp.w3[e], u, w3);
     Linear(u, I, ne, lp.w2[e], F(s.ye) + start[e] * C, C);
   }
   const float* ye = F(s.ye);
@@ -426,20 +462,6 @@ void RunRows(const StepPlan& p, int64_t b0, int64_t b1) {
 std::pair<int64_t, int64_t> Piece(int64_t total, int64_t parts, int64_t i, int64_t align = 1) {
   const int64_t units = (total + align - 1) / align;
   return {std::min(total, units * i / parts * align), std::min(total, units * (i + 1) / parts * align)};
-}
-
-// out[:, c0:c1] = x · w[c0:c1]ᵀ (out and x at column 0; c0 a multiple of kPackedPanel when packed).
-void LinearCols(const float* x, int64_t ldx, int64_t n, const Weight& w, int64_t c0, int64_t c1, float* out,
-                int64_t ldo) {
-  if (c1 <= c0 || n == 0) return;
-  const int64_t K = w.w->size(1);
-  if (w.panels != nullptr) {
-    PackedGemm(x, ldx, n, K, w.panels + (c0 / kPackedPanel) * K * kPackedPanel, c1 - c0, out + c0, ldo);
-  } else {
-    const at::Tensor xt = at::from_blob(const_cast<float*>(x), {n, K}, {ldx, 1}, at::kFloat);
-    at::Tensor ot = at::from_blob(out + c0, {n, c1 - c0}, {ldo, 1}, at::kFloat);
-    at::mm_out(ot, xt, w.w->narrow(0, c0, c1 - c0).t());
-  }
 }
 
 // The experts thread `tid` of `nt` runs, from the per-expert (token, choice) counts: active
@@ -568,8 +590,7 @@ void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt)
         const int64_t nh = lh1 - lh0, ld = nh * 3 * D, DD = D * D;
         if (nh == 0) return;
         float* qkv = F(own);
-        LinearCols(F(h), C, n, lp.qkv, lh0 * 3 * D, lh1 * 3 * D, qkv - lh0 * 3 * D, ld);
-        SiluInPlace(qkv, n * ld);
+        LinearCols(F(h), C, n, lp.qkv, lh0 * 3 * D, lh1 * 3 * D, qkv - lh0 * 3 * D, ld, /*silu=*/true);
         LinearCols(F(h), C, n, lp.gate, lh0 * D, lh1 * D, F(sh.gate), inner);
         float* o = F(sh.o);
         if (T == 1) {
@@ -653,9 +674,7 @@ void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt)
         }
         float* ue = F(u) + s0 * I;
         float* w3e = F(w3) + s0 * I;
-        Linear(F(xe) + s0 * C, C, ne, lp.w1[e], ue, I);
-        Linear(F(xe) + s0 * C, C, ne, lp.w3[e], w3e, I);
-        SiluMul(ue, w3e, ne * I);
+        SwiGlu(F(xe) + s0 * C, C, ne, lp.w1[e], lp.w3[e], ue, w3e);
         Linear(ue, I, ne, lp.w2[e], F(sh.ye) + s0 * C, C);
       }
     });

@@ -21,8 +21,9 @@
 //     is faster by rows). Needs head_dim % 16 == 0 with PackedGemm (a thread's heads start on a
 //     panel); otherwise rows. ForwardOptions::fused_split forces either.
 //   * Per layer the only library calls are the projections: PackedGemm (model/packed_gemm.h)
-//     over weights packed once per weight version where the CPU has AVX-512F, at::mm_out into
-//     per-thread buffers elsewhere; norms, SiLU, the gate, the DeepNorm residuals, the router's softmax/top-k and
+//     over weights packed once per weight version where the CPU has AVX-512F, with the SiLU of
+//     q/k/v and the expert's SwiGLU product in its epilogues, at::mm_out into per-thread buffers
+//     elsewhere; norms, SiLU (after at::mm_out), the gate, the DeepNorm residuals, the router's softmax/top-k and
 //     the expert scatter are plain loops (compiled for AVX-512 / AVX2 / baseline, chosen at run
 //     time), the lightning state update is LightningDecodeRowsF32 and the KV-cached softmax
 //     attention is CachedAttention, both shared with the module path.

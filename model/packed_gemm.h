@@ -46,11 +46,23 @@ struct PackedNext {
   int64_t lines = 0;
 };
 
-// out[r * ldo + j] = sum_k x[r * ldx + k] * W[j][k] for r < n, j < N; panels from
+// What is applied to each output element y in registers before it is stored (saves a pass over
+// the output): nothing; y * sigmoid(y) (SiLU: the lightning layer's q/k/v, the expert's w1); or
+// y * mul[r * ldm + j] (the SwiGLU product with the expert's SiLU'd w1 output; mul may be out,
+// each element is read before it is written). sigmoid(y) = 1 / (1 + e^-|y|) (or e^-|y| times it
+// for y < 0) with the fp32 polynomial exp of model/decode_kernels.h.
+struct PackedEpilogue {
+  enum class Kind { kNone, kSilu, kMul };
+  Kind kind = Kind::kNone;
+  const float* mul = nullptr;  // kMul: [n, N] with row stride ldm
+  int64_t ldm = 0;
+};
+
+// out[r * ldo + j] = epilogue(sum_k x[r * ldx + k] * W[j][k]) for r < n, j < N; panels from
 // PackLinearWeight(W) (64-byte aligned, as libtorch allocates). REQUIRES PackedGemmAvailable().
 // Each panel group's first row block prefetches the next group, and the last group `next`, so
 // a sequence of calls streams its weights from memory ahead of use.
 void PackedGemm(const float* x, int64_t ldx, int64_t n, int64_t K, const float* panels, int64_t N, float* out,
-                int64_t ldo, PackedNext next = {});
+                int64_t ldo, PackedNext next = {}, PackedEpilogue epilogue = {});
 
 }  // namespace lightrl::model

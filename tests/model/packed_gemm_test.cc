@@ -1,6 +1,7 @@
 // PackedGemm (model/packed_gemm.h) against an fp64 matmul, over shapes that exercise every row
 // tail (n % 8), both panel widths and partial last panels (N % 16), odd K and strided inputs and
-// outputs; its batch invariance (a row's bits do not depend on the other rows); the panel layout.
+// outputs; its batch invariance (a row's bits do not depend on the other rows); the panel layout;
+// the SiLU and multiply epilogues.
 #include "model/packed_gemm.h"
 
 #include <gtest/gtest.h>
@@ -68,6 +69,49 @@ TEST(PackedGemmTest, ARowsResultIsBitwiseIndependentOfTheOtherRows) {
     PackedGemm(x[r].data_ptr<float>(), K, 1, K, panels.data_ptr<float>(), N, one.data_ptr<float>(), N);
     EXPECT_TRUE(at::equal(one[0], all[r])) << "row " << r;
   }
+}
+
+// The epilogues against fp64: silu(x·Wᵀ) (with inputs of both signs far into the tails of the
+// sigmoid), and (x·Wᵀ) * m, with m a separate buffer and m the output itself (in place), on
+// row tails, partial panels and strided outputs; the prefetch hint changes nothing.
+TEST(PackedGemmTest, EpiloguesMatchFp64) {
+  if (!PackedGemmAvailable()) {
+    EXPECT_FALSE(PackedGemmAvailable());  // only the kernel has epilogues; callers apply them otherwise
+    return;
+  }
+  auto gen = at::detail::createCPUGenerator(5);
+  for (int64_t n : {1, 3, 8, 13}) {
+    for (int64_t N : {5, 16, 40}) {
+      const int64_t K = 24;
+      const std::string shape = "n " + std::to_string(n) + " N " + std::to_string(N);
+      const at::Tensor x = at::randn({n, K}, gen) * 3.0, w = at::randn({N, K}, gen) * 3.0;  // |y| up to ~100
+      const at::Tensor panels = PackLinearWeight(w), next = PackLinearWeight(at::randn({16, K}, gen));
+      const at::Tensor y = at::mm(x.to(at::kDouble), w.to(at::kDouble).t());
+      const double scale = 1 + y.abs().max().item<double>();
+      at::Tensor out = at::full({n, N + 1}, 7.0f);  // row stride N + 1
+      PackedGemm(x.data_ptr<float>(), K, n, K, panels.data_ptr<float>(), N, out.data_ptr<float>(), N + 1,
+                 PackedNext{next.data_ptr<float>(), K}, PackedEpilogue{PackedEpilogue::Kind::kSilu, nullptr, 0});
+      const at::Tensor silu = y * at::sigmoid(y);
+      EXPECT_LT((out.narrow(1, 0, N).to(at::kDouble) - silu).abs().max().item<double>(), 1e-5 * scale) << shape;
+      EXPECT_TRUE(at::all(out.narrow(1, N, 1) == 7.0f).item<bool>()) << shape << ": wrote past N";
+
+      const at::Tensor m = at::randn({n, N + 2}, gen);  // row stride N + 2
+      at::Tensor prod = at::empty({n, N});
+      PackedGemm(x.data_ptr<float>(), K, n, K, panels.data_ptr<float>(), N, prod.data_ptr<float>(), N, {},
+                 PackedEpilogue{PackedEpilogue::Kind::kMul, m.data_ptr<float>(), N + 2});
+      const at::Tensor want = y * m.narrow(1, 0, N).to(at::kDouble);
+      EXPECT_LT((prod.to(at::kDouble) - want).abs().max().item<double>(), 1e-5 * scale * 4) << shape;
+      at::Tensor inplace = m.narrow(1, 0, N).contiguous();
+      PackedGemm(x.data_ptr<float>(), K, n, K, panels.data_ptr<float>(), N, inplace.data_ptr<float>(), N, {},
+                 PackedEpilogue{PackedEpilogue::Kind::kMul, inplace.data_ptr<float>(), N});
+      EXPECT_TRUE(at::equal(inplace, prod)) << shape << ": in place differs from a separate multiplier";
+    }
+  }
+  float x[1] = {1}, out[16];
+  const at::Tensor p = PackLinearWeight(at::ones({16, 1}));
+  EXPECT_THROW(PackedGemm(x, 1, 1, 1, p.data_ptr<float>(), 16, out, 16, {},
+                          PackedEpilogue{PackedEpilogue::Kind::kMul, nullptr, 0}),
+               std::exception);
 }
 
 }  // namespace

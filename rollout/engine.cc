@@ -220,44 +220,19 @@ struct Engine::Impl {
              " for ", n, " rows");
     const float* base = logits.data_ptr<float>();
     std::vector<int64_t> tokens(n);
-    // Rows are independent (each draws from its own RNG), so they are sampled in parallel.
+    std::vector<float> logprob(n), entropy(n, 0.f);
+    // Rows are independent (each draws from its own RNG and is reduced on its own), so each
+    // thread samples a range of rows and then scores them with the trainer's functions, grouped
+    // by temperature: the libtorch ops' fixed cost overlaps across the threads.
     at::parallel_for(0, n, kSampleRowsPerThread, [&](int64_t begin, int64_t end) {
+      torch::NoGradGuard no_grad;
       for (int64_t i = begin; i < end; ++i) {
         const SamplingParams& p = targets[i]->req->request.params;
         const double u = p.temperature > 0 ? targets[i]->rng.Uniform() : 0.0;
         tokens[i] = SampleToken(base + i * vocab, vocab, p, u);
       }
-    });
-    // Log-probs / entropies with the trainer's functions, grouped by temperature (each row is
-    // reduced on its own, so grouping does not change a row's value).
-    std::vector<float> logprob(n), entropy(n, 0.f);
-    std::map<double, std::vector<int64_t>> groups;
-    for (int64_t i = 0; i < n; ++i) {
-      const double t = targets[i]->req->request.params.temperature;
-      groups[t > 0 ? t : 1.0].push_back(i);
-    }
-    const torch::Tensor all_targets = torch::from_blob(tokens.data(), {n, 1}, torch::kLong);  // [n, 1] view
-    for (auto& [T, members] : groups) {
-      const bool whole = static_cast<int64_t>(members.size()) == n;
-      torch::Tensor lg = logits.unsqueeze(1), tg = all_targets;  // [m, 1, V], [m, 1]
-      if (!whole) {
-        const torch::Tensor idx = torch::tensor(members, torch::kLong);
-        lg = lg.index_select(0, idx);
-        tg = tg.index_select(0, idx);
-      }
-      torch::Tensor lp = model::TokenLogProbs(lg, tg, T).reshape({-1}).contiguous();
-      bool want_entropy = false;
-      for (int64_t i : members) want_entropy |= targets[i]->req->request.params.return_entropy;
-      torch::Tensor h;
-      if (want_entropy) h = model::TokenEntropy(lg, T).reshape({-1}).contiguous();
-      const float* lpv = lp.data_ptr<float>();
-      const float* hv = want_entropy ? h.data_ptr<float>() : nullptr;
-      for (size_t j = 0; j < members.size(); ++j) {
-        logprob[members[j]] = lpv[j];
-        if (hv != nullptr) entropy[members[j]] = hv[j];
-      }
-    }
-    for (int64_t i = 0; i < n; ++i) {
+      ScoreRows(logits, tokens, targets, begin, end, &logprob, &entropy);
+    });    for (int64_t i = 0; i < n; ++i) {
       Row& row = *targets[i];
       row.out.token_ids.push_back(tokens[i]);
       row.out.logprobs.push_back(logprob[i]);
@@ -266,6 +241,42 @@ struct Engine::Impl {
     }
     std::lock_guard<std::mutex> lock(state_mutex);
     stats.generated_tokens += n;
+  }
+
+  // Log-probs (and entropies where asked) of the sampled tokens of rows [begin, end) with
+  // model::TokenLogProbs / TokenEntropy, one call per temperature among those rows. A row's value
+  // does not depend on which other rows share its call (each is reduced on its own).
+  static void ScoreRows(const torch::Tensor& logits, std::vector<int64_t>& tokens, const std::vector<Row*>& targets,
+                        int64_t begin, int64_t end, std::vector<float>* logprob, std::vector<float>* entropy) {
+    std::map<double, std::vector<int64_t>> groups;
+    for (int64_t i = begin; i < end; ++i) {
+      const double t = targets[i]->req->request.params.temperature;
+      groups[t > 0 ? t : 1.0].push_back(i);
+    }
+    const int64_t m = end - begin;
+    const torch::Tensor range_logits = logits.narrow(0, begin, m).unsqueeze(1);  // [m, 1, V]
+    const torch::Tensor range_targets = torch::from_blob(tokens.data() + begin, {m, 1}, torch::kLong);  // [m, 1]
+    for (auto& [T, members] : groups) {
+      torch::Tensor lg = range_logits, tg = range_targets;
+      if (static_cast<int64_t>(members.size()) != m) {
+        std::vector<int64_t> local(members.size());
+        for (size_t j = 0; j < members.size(); ++j) local[j] = members[j] - begin;
+        const torch::Tensor idx = torch::tensor(local, torch::kLong);
+        lg = lg.index_select(0, idx);
+        tg = tg.index_select(0, idx);
+      }
+      const torch::Tensor lp = model::TokenLogProbs(lg, tg, T).reshape({-1}).contiguous();
+      bool want_entropy = false;
+      for (int64_t i : members) want_entropy |= targets[i]->req->request.params.return_entropy;
+      torch::Tensor h;
+      if (want_entropy) h = model::TokenEntropy(lg, T).reshape({-1}).contiguous();
+      const float* lpv = lp.data_ptr<float>();
+      const float* hv = want_entropy ? h.data_ptr<float>() : nullptr;
+      for (size_t j = 0; j < members.size(); ++j) {
+        (*logprob)[members[j]] = lpv[j];
+        if (hv != nullptr) (*entropy)[members[j]] = hv[j];
+      }
+    }
   }
 
   void ApplyStops(Row* row) {

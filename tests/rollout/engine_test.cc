@@ -167,15 +167,20 @@ TEST(EngineTest, BatchInvariantModeIsBitwiseIndependentOfBatchAndSlot) {
 TEST(EngineTest, BatchedDecodeDeviationIsMeasuredAndSmall) {
   Request target = MakeRequest(7777, 21, 30, 99, 2);
   auto alone = RunWithCompanions(false, 64, target, 0, true);
+  // 8 slots: the fused step splits columns over the threads, as alone; 24 slots: rows (B > 16),
+  // and sampling / scoring run in row ranges on both threads.
   auto crowded = RunWithCompanions(false, 8, target, 11, false);
+  auto wide = RunWithCompanions(false, 24, target, 30, false);
   double max_diff = 0;
   for (int k = 0; k < 2; ++k) {
     // Same seeds and logits equal to ~1e-6: a token could only flip if a uniform draw landed
     // within ~1e-6 of a bucket edge; these seeds do not.
     ASSERT_EQ(alone[k].token_ids, crowded[k].token_ids);
+    ASSERT_EQ(alone[k].token_ids, wide[k].token_ids);
     max_diff = std::max(max_diff, (Vec(alone[k].logprobs) - Vec(crowded[k].logprobs)).abs().max().item<double>());
+    max_diff = std::max(max_diff, (Vec(alone[k].logprobs) - Vec(wide[k].logprobs)).abs().max().item<double>());
   }
-  std::printf("batched decode: max |logprob(alone) - logprob(in a batch of 8)| = %.3g\n", max_diff);
+  std::printf("batched decode: max |logprob(alone) - logprob(in a batch of 8 or 24)| = %.3g\n", max_diff);
   RecordProperty("batched_decode_max_abs_diff", std::to_string(max_diff));
   if (model::PackedGemmAvailable()) {
     EXPECT_EQ(max_diff, 0.0) << "the fused decode step with PackedGemm is bitwise batch-invariant";

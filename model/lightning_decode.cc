@@ -66,6 +66,7 @@ LIGHTRL_ALWAYS_INLINE void DecodeRows(const S* q, const S* k, const S* v, int64_
 // trip-count checks run per state row (with D = 32 the generic loops spent most of their time
 // on those). The same expressions in the same order as DecodeRows, so the same results.
 enum class StateSource { kInPlace, kOld, kZeros };
+constexpr int64_t kStateAhead = 2;
 template <typename S, int kD, StateSource kSource>
 LIGHTRL_ALWAYS_INLINE void DecodeRowsFixed(const S* q, const S* k, const S* v, int64_t qs_bh, const S* state,
                                            const S* lambda, int64_t H, S* next, S* out, int64_t begin, int64_t end) {
@@ -82,8 +83,15 @@ LIGHTRL_ALWAYS_INLINE void DecodeRowsFixed(const S* q, const S* k, const S* v, i
     }
     S* __restrict nb = next + bh * kD * kD;
     const S* __restrict sb = kSource == StateSource::kOld ? state + bh * kD * kD : nullptr;
+    // The state block kStateAhead rows on, one state row per d (its lines arrive while this
+    // block computes; at B = 64 a step's states do not stay in the L2).
+    const S* ahead = kSource == StateSource::kZeros || bh + kStateAhead >= end ? nullptr
+                                                                               : state + (bh + kStateAhead) * kD * kD;
     for (int d = 0; d < kD; ++d) {
       const S kd = kr[d], qd = qr[d];
+      if (ahead != nullptr) {
+        for (int e = 0; e < kD; e += 64 / static_cast<int>(sizeof(S))) __builtin_prefetch(ahead + d * kD + e, 1, 3);
+      }
       S* __restrict nrow = nb + d * kD;
       for (int e = 0; e < kD; ++e) {
         S n;

@@ -169,13 +169,14 @@ class Packer {
     if (p.data != w.data_ptr() || p.version != w._version() || !p.source.defined() ||
         p.source.sizes() != w.sizes()) {
       p.panels = PackLinearWeight(w);
+      p.panels_data = F(p.panels);
       // A detached alias keeps THIS storage alive: after a set_data (e.g. a dtype round trip) a
       // new storage can never reuse its address and pass for the packed one.
       p.source = w.detach();
       p.data = w.data_ptr();
       p.version = w._version();
     }
-    out.panels = F(p.panels);
+    out.panels = p.panels_data;
     return out;
   }
 
@@ -762,10 +763,21 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
   p.T = T;
   p.last_only = options.last_position_only;
   p.layers.resize(L);
+  if (pack.layers.empty()) {
+    for (int64_t l = 0; l < L; ++l) {
+      const DecoderLayerImpl* layer = m.model->layers->ptr<DecoderLayerImpl>(l).get();
+      pack.layers.push_back(layer);
+      std::vector<const ExpertImpl*> experts;
+      for (size_t e = 0; e < layer->block_sparse_moe->experts->size(); ++e) {
+        experts.push_back(layer->block_sparse_moe->experts->ptr<ExpertImpl>(e).get());
+      }
+      pack.experts.push_back(std::move(experts));
+    }
+  }
   std::vector<torch::Tensor> keep;  // contiguous copies of old states, alive until the step ends
   for (int64_t l = 0; l < L; ++l) {
     LayerPlan& lp = p.layers[l];
-    lp.layer = m.model->layers->ptr<DecoderLayerImpl>(l).get();
+    lp.layer = pack.layers[l];
     lp.lightning = lp.layer->attn_type() == AttnType::kLightning;
     LayerCache& lc = cache->layers[l];
     if (lp.lightning) {
@@ -782,8 +794,12 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
     }
     const MoeImpl& moe = *lp.layer->block_sparse_moe;
     lp.router = packed(moe.gate->weight);
-    for (size_t e = 0; e < moe.experts->size(); ++e) {
-      const ExpertImpl& ex = *moe.experts->ptr<ExpertImpl>(e);
+    const std::vector<const ExpertImpl*>& experts = pack.experts[l];
+    lp.w1.reserve(experts.size());
+    lp.w3.reserve(experts.size());
+    lp.w2.reserve(experts.size());
+    for (const ExpertImpl* expert : experts) {
+      const ExpertImpl& ex = *expert;
       lp.w1.push_back(packed(ex.w1->weight));
       lp.w3.push_back(packed(ex.w3->weight));
       lp.w2.push_back(packed(ex.w2->weight));

@@ -69,12 +69,16 @@ struct FusedDecodePack {
     const void* data = nullptr;  // source.data_ptr() when packed
     int64_t version = -1;        // source._version() when packed
     torch::Tensor panels;        // PackLinearWeight(source): [ceil(N/16), K, 16] fp32
+    const float* panels_data = nullptr;  // panels.data_ptr<float>()
   };
   std::vector<Linear> linears;  // in the step's traversal order (layer by layer, then the head)
   // Every parameter (handles: they follow set_data, so a later dtype or device change shows);
   // collected on the first FusedDecodeApplies (empty until then) instead of walking the modules
   // every step.
   std::vector<torch::Tensor> parameters;
+  // The decoder layers and each layer's experts, resolved once (ModuleList::ptr is a dynamic cast).
+  std::vector<const DecoderLayerImpl*> layers;
+  std::vector<std::vector<const ExpertImpl*>> experts;
 };
 
 // Whether forward(input_ids, ctx, cache, options) may take the fused step: options.fused_decode,

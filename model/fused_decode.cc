@@ -10,6 +10,7 @@
 #include <vector>
 #include <atomic>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <tuple>
 #include <utility>
@@ -315,18 +316,13 @@ void SoftmaxRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t ns,
   Linear(o.transpose(1, 2).reshape({n, H * D}), lp.o, s.a);  // o: [ns, H, T, D] view of [ns, T, H, D]
 }
 
-// MoE block for n rows: s.h -> s.moe (moe.cc: fp32 softmax router, top-k renormalised, SwiGLU
-// experts over their tokens grouped, outputs weighted and summed in expert order).
-void MoeRows(const StepPlan& p, const LayerPlan& lp, int64_t n, Scratch& s) {
-  const ModelConfig& c = *p.config;
-  const int64_t C = c.hidden_size, E = c.num_local_experts, K = c.num_experts_per_tok, I = c.intermediate_size;
-  Linear(s.h, lp.router, s.router);  // [n, E]
-  const float* logits = F(s.router);
-  // (token, choice) pairs grouped by expert in (token, choice) order: a stable counting sort.
-  std::vector<int64_t> choice(n * K);
-  std::vector<float> weight(n * K);
+// ---- MoE pieces (moe.cc: fp32 softmax router, top-k renormalised, SwiGLU experts over their
+// tokens grouped, outputs weighted and summed in expert order) --------------------------------
+
+// Router of n tokens from logits [n, E]: softmax, top-k by probability (the lower expert id first
+// on ties), renormalised: choice / weight [n*K], token-major.
+void RouteTokens(const float* logits, int64_t n, int64_t E, int64_t K, int64_t* choice, float* weight) {
   std::vector<float> prob(E);
-  std::vector<int64_t> count(E, 0);
   for (int64_t t = 0; t < n; ++t) {
     const float* z = logits + t * E;
     float mx = z[0];
@@ -334,7 +330,6 @@ void MoeRows(const StepPlan& p, const LayerPlan& lp, int64_t n, Scratch& s) {
     float sum = 0;
     for (int64_t e = 0; e < E; ++e) sum += (prob[e] = std::exp(z[e] - mx));
     for (int64_t e = 0; e < E; ++e) prob[e] /= sum;
-    // Top-k by probability, the lower expert id first on ties.
     float wsum = 0;
     for (int64_t k = 0; k < K; ++k) {
       int64_t best = -1;
@@ -348,121 +343,62 @@ void MoeRows(const StepPlan& p, const LayerPlan& lp, int64_t n, Scratch& s) {
       wsum += prob[best];
     }
     for (int64_t k = 0; k < K; ++k) weight[t * K + k] /= wsum;
-    for (int64_t k = 0; k < K; ++k) count[choice[t * K + k]]++;
   }
-  std::vector<int64_t> start(E + 1, 0);
-  for (int64_t e = 0; e < E; ++e) start[e + 1] = start[e] + count[e];
-  std::vector<int64_t> fill(start.begin(), start.end() - 1), token_of(n * K);
-  std::vector<float> weight_of(n * K);
-  const float* h = F(s.h);
-  float* xe = F(s.xe);
+}
+
+// The (token, choice) pairs of n tokens grouped by expert in (token, choice) order (a stable
+// counting sort): slot -> token and weight, and each expert's slot range.
+struct Routing {
+  std::vector<int64_t> count, start, token_of;  // [E], [E + 1], [n*K]
+  std::vector<float> weight_of;                 // [n*K]
+};
+Routing GroupSlots(const int64_t* choice, const float* weight, int64_t n, int64_t E, int64_t K) {
+  Routing r;
+  r.count.assign(E, 0);
+  for (int64_t i = 0; i < n * K; ++i) r.count[choice[i]]++;
+  r.start.assign(E + 1, 0);
+  for (int64_t e = 0; e < E; ++e) r.start[e + 1] = r.start[e] + r.count[e];
+  std::vector<int64_t> fill(r.start.begin(), r.start.end() - 1);
+  r.token_of.resize(n * K);
+  r.weight_of.resize(n * K);
   for (int64_t i = 0; i < n * K; ++i) {
     const int64_t slot = fill[choice[i]]++;
-    token_of[slot] = i / K;
-    weight_of[slot] = weight[i];
-    std::memcpy(xe + slot * C, h + (i / K) * C, C * sizeof(float));
+    r.token_of[slot] = i / K;
+    r.weight_of[slot] = weight[i];
   }
-  float* out = F(s.moe);
-  std::memset(out, 0, n * C * sizeof(float));
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t ne = count[e];
-    if (ne == 0) continue;
-    const float* xin = xe + start[e] * C;
-    float* u = F(s.u) + start[e] * I;
-    float* w3 = F(s.w3) + start[e] * I;
-    SwiGlu(xin, C, ne, lp.w1[e], lp.w3[e], u, w3);
-    Linear(u, I, ne, lp.w2[e], F(s.ye) + start[e] * C, C);
-  }
-  const float* ye = F(s.ye);
-  for (int64_t slot = 0; slot < n * K; ++slot) AddScaled(out + token_of[slot] * C, ye + slot * C, weight_of[slot], C);
+  return r;
 }
 
-// All layers and the head for sequences [b0, b1), on the calling thread.
-void RunRows(const StepPlan& p, int64_t b0, int64_t b1) {
-  torch::NoGradGuard no_grad;  // grad mode is thread-local
-  const ModelConfig& c = *p.config;
-  const int64_t ns = b1 - b0, T = p.T, n = ns * T, C = c.hidden_size, H = c.num_attention_heads, D = c.head_dim;
-  const int64_t Hkv = c.num_key_value_heads, E = c.num_local_experts, K = c.num_experts_per_tok;
-  const int64_t I = c.intermediate_size, inner = H * D;
-  const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  Scratch s;
-  s.x = at::empty({n, C}, f32);
-  s.h = at::empty({n, C}, f32);
-  s.y = at::empty({n, C}, f32);
-  s.a = at::empty({n, C}, f32);
-  s.router = at::empty({n, E}, f32);
-  s.xe = at::empty({n * K, C}, f32);
-  s.u = at::empty({n * K, I}, f32);
-  s.w3 = at::empty({n * K, I}, f32);
-  s.ye = at::empty({n * K, C}, f32);
-  s.moe = at::empty({n, C}, f32);
-  bool any_lightning = false, any_softmax = false;
-  for (const LayerPlan& lp : p.layers) (lp.lightning ? any_lightning : any_softmax) = true;
-  if (any_lightning) {
-    s.qkv = at::empty({n, 3 * inner}, f32);
-    s.gate = at::empty({n, inner}, f32);
-    s.o = at::empty({n, inner}, f32);
-  }
-  if (any_softmax) {
-    s.q = at::empty({n, inner}, f32);
-    s.k = at::empty({n, Hkv * D}, f32);
-    s.v = at::empty({n, Hkv * D}, f32);
-    s.qrot = at::empty({ns, H, T, D}, f32);
-  }
+// Slots [lo, hi) of expert e: rows gathered from h [tokens, C] into xe, u = SwiGLU, ye rows by
+// slot (xe [n*K, C], u and w3 [n*K, I] scratch, ye [n*K, C], all indexed by slot).
+void RunExpertSlots(const LayerPlan& lp, const Routing& r, int64_t e, int64_t lo, int64_t hi, const float* h,
+                    int64_t C, int64_t I, float* xe, float* u, float* w3, float* ye) {
+  if (hi <= lo) return;
+  for (int64_t j = lo; j < hi; ++j) std::memcpy(xe + j * C, h + r.token_of[j] * C, C * sizeof(float));
+  SwiGlu(xe + lo * C, C, hi - lo, lp.w1[e], lp.w3[e], u + lo * I, w3 + lo * I);
+  Linear(u + lo * I, I, hi - lo, lp.w2[e], ye + lo * C, C);
+}
 
-  const float* emb = F(p.model->model->embed_tokens->weight);
-  float* x = F(s.x);
-  for (int64_t r = 0; r < n; ++r) std::memcpy(x + r * C, emb + p.ids[b0 * T + r] * C, C * sizeof(float));
+// Experts `experts`, all their slots.
+void RunExperts(const LayerPlan& lp, const Routing& r, const std::vector<int64_t>& experts, const float* h, int64_t C,
+                int64_t I, float* xe, float* u, float* w3, float* ye) {
+  for (int64_t e : experts) RunExpertSlots(lp, r, e, r.start[e], r.start[e + 1], h, C, I, xe, u, w3, ye);
+}
 
-  for (const LayerPlan& lp : p.layers) {
-    const DecoderLayerImpl& layer = *lp.layer;
-    RmsNormRows(x, F(layer.input_layernorm->weight), static_cast<float>(layer.input_layernorm->eps), n, C, F(s.h));
-    if (lp.lightning) {
-      LightningRows(p, lp, b0, ns, s);
-    } else {
-      SoftmaxRows(p, lp, b0, ns, s);
-    }
-    // y = (postnorm ? h1 : x) * alpha_attn + attn * beta_attn; h2 = RMSNorm_post(y)
-    Residual(layer.postnorm() ? F(s.h) : x, static_cast<float>(layer.alpha_attn()), F(s.a),
-             static_cast<float>(layer.beta_attn()), n * C, F(s.y));
-    RmsNormRows(F(s.y), F(layer.post_attention_layernorm->weight),
-                static_cast<float>(layer.post_attention_layernorm->eps), n, C, F(s.h));
-    MoeRows(p, lp, n, s);
-    // x = (postnorm ? h2 : y) * alpha_mlp + moe * beta_mlp
-    Residual(layer.postnorm() ? F(s.h) : F(s.y), static_cast<float>(layer.alpha_mlp()), F(s.moe),
-             static_cast<float>(layer.beta_mlp()), n * C, x);
-  }
-  at::Tensor hidden = p.hidden.narrow(0, b0 * T, n);  // [n, C]
-  const RMSNormImpl& norm = *p.model->model->norm;
-  RmsNormRows(x, F(norm.weight), static_cast<float>(norm.eps), n, C, F(hidden));
-  if (!p.head.defined()) return;
-  if (!p.last_only || T == 1) {
-    at::Tensor out = p.head.narrow(0, b0 * T, n);
-    Linear(hidden, p.head_weight, out);
-  } else {
-    at::Tensor last = hidden.view({ns, T, C}).select(1, T - 1).contiguous();  // [ns, C]
-    at::Tensor out = p.head.narrow(0, b0, ns);
-    Linear(last, p.head_weight, out);
+// moe [t1 - t0, C] = for tokens t0..t1-1 the weighted sum of their experts' rows of ye, in slot
+// (= expert) order.
+void SumExperts(const Routing& r, const float* ye, int64_t t0, int64_t t1, int64_t C, float* moe) {
+  std::memset(moe, 0, (t1 - t0) * C * sizeof(float));
+  for (size_t slot = 0; slot < r.token_of.size(); ++slot) {
+    const int64_t t = r.token_of[slot];
+    if (t >= t0 && t < t1) AddScaled(moe + (t - t0) * C, ye + slot * C, r.weight_of[slot], C);
   }
 }
 
-
-// ---- column split: every thread on every row, each on its share of the columns ---------------
-//
-// For a few token rows (small decode batches, one prompt's prefill) the step is bound by streaming
-// the weights, and splitting ROWS over threads makes every thread stream all of them. Here each
-// thread takes a share of every layer's output columns instead: its heads of the attention
-// projections (and those heads' lightning states / KV heads), its columns of the output
-// projection and of the head, and its experts of the MoE. Norms, residuals and routing are cheap
-// at these sizes and run on every thread for every row (thread-private copies), so a layer needs
-// three barriers. Each output element is computed by the same function in the same order as in
-// the row split (a GEMM column's FMA chain, a head's recurrence, a row's norm, the expert sum in
-// slot order), so the two modes give bitwise equal results with PackedGemm.
-
-// Piece i of [0, total) cut into `parts` near-equal pieces of whole `align`-sized units.
-std::pair<int64_t, int64_t> Piece(int64_t total, int64_t parts, int64_t i, int64_t align = 1) {
-  const int64_t units = (total + align - 1) / align;
-  return {std::min(total, units * i / parts * align), std::min(total, units * (i + 1) / parts * align)};
+std::vector<int64_t> AllExperts(int64_t E) {
+  std::vector<int64_t> all(E);
+  for (int64_t e = 0; e < E; ++e) all[e] = e;
+  return all;
 }
 
 // The experts thread `tid` of `nt` runs, from the per-expert (token, choice) counts: active
@@ -485,58 +421,200 @@ std::vector<int64_t> ExpertsOf(const std::vector<int64_t>& count, int tid, int n
   return mine;
 }
 
-// The (token, choice) pairs of n rows grouped by expert (MoeRows' routing, unchanged).
-struct Routing {
-  std::vector<int64_t> count, start, token_of;  // [E], [E + 1], [n*K]
-  std::vector<float> weight_of;                 // [n*K]
-};
-Routing Route(const float* logits, int64_t n, int64_t E, int64_t K) {
-  Routing r;
-  std::vector<int64_t> choice(n * K);
-  std::vector<float> weight(n * K), prob(E);
-  r.count.assign(E, 0);
-  for (int64_t t = 0; t < n; ++t) {
-    const float* z = logits + t * E;
-    float mx = z[0];
-    for (int64_t e = 1; e < E; ++e) mx = std::max(mx, z[e]);
-    float sum = 0;
-    for (int64_t e = 0; e < E; ++e) sum += (prob[e] = std::exp(z[e] - mx));
-    for (int64_t e = 0; e < E; ++e) prob[e] /= sum;
-    float wsum = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      int64_t best = -1;
-      for (int64_t e = 0; e < E; ++e) {
-        bool taken = false;
-        for (int64_t j = 0; j < k; ++j) taken = taken || choice[t * K + j] == e;
-        if (!taken && (best < 0 || prob[e] > prob[best])) best = e;
-      }
-      choice[t * K + k] = best;
-      weight[t * K + k] = prob[best];
-      wsum += prob[best];
-    }
-    for (int64_t k = 0; k < K; ++k) weight[t * K + k] /= wsum;
-    for (int64_t k = 0; k < K; ++k) r.count[choice[t * K + k]]++;
-  }
-  r.start.assign(E + 1, 0);
-  for (int64_t e = 0; e < E; ++e) r.start[e + 1] = r.start[e] + r.count[e];
-  std::vector<int64_t> fill(r.start.begin(), r.start.end() - 1);
-  r.token_of.resize(n * K);
-  r.weight_of.resize(n * K);
-  for (int64_t i = 0; i < n * K; ++i) {
-    const int64_t slot = fill[choice[i]]++;
-    r.token_of[slot] = i / K;
-    r.weight_of[slot] = weight[i];
-  }
-  return r;
+// Piece i of [0, total) cut into `parts` near-equal pieces of whole `align`-sized units.
+std::pair<int64_t, int64_t> Piece(int64_t total, int64_t parts, int64_t i, int64_t align = 1) {
+  const int64_t units = (total + align - 1) / align;
+  return {std::min(total, units * i / parts * align), std::min(total, units * (i + 1) / parts * align)};
 }
+
+// A team of threads in one OpenMP parallel region: Phase runs a piece of work unless a thread has
+// failed, then (barrier = true) waits for every thread. All threads pass the same barriers
+// whatever throws; the first error is rethrown after the region (Rethrow).
+struct Team {
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex mutex;
+  template <class Fn>
+  void Phase(Fn&& fn, bool barrier = true) {
+    if (!failed.load()) {
+      try {
+        fn();
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (!error) error = std::current_exception();
+        failed = true;
+      }
+    }
+    if (barrier) {
+#pragma omp barrier
+    }
+  }
+  void Rethrow() {
+    if (error) std::rethrow_exception(error);
+  }
+};
+
+// The row split's shared MoE state: each thread routes its own tokens into choice / weight and
+// writes their normed rows to h2; then the threads take whole experts over ALL rows, largest
+// first, as each becomes free (next_expert), writing ye, so each expert's weights are streamed by
+// one thread, in blocks of all its rows; then each sums its own tokens. Two barriers a layer.
+// (Equal shares of the slots instead, splitting an expert between threads where a share ends,
+// balance the rows but stream more weights: measured slower on the tiny model.)
+struct RowTeam {
+  Team team;
+  at::Tensor h2, ye;            // [n, C], [n*K, C]
+  std::vector<int64_t> choice;  // [n*K]
+  std::vector<float> weight;    // [n*K]
+  // Per layer, the next expert (in order of decreasing rows) a thread takes: the threads share
+  // the experts dynamically, so a slower core or a heavier expert delays no one at the barrier
+  // more than one expert's time. Which thread runs an expert does not change its result.
+  std::unique_ptr<std::atomic<int64_t>[]> next_expert;  // [layers]
+};
+
+// All layers and the head for sequences [b0, b1) on the calling thread; with a team (thread tid
+// of nt) the MoE runs over the whole batch, experts shared out (RowTeam), else over these rows.
+void RunRows(const StepPlan& p, int64_t b0, int64_t b1, RowTeam* team = nullptr, int tid = 0, int nt = 1) {
+  torch::NoGradGuard no_grad;  // grad mode is thread-local
+  const ModelConfig& c = *p.config;
+  const int64_t ns = b1 - b0, T = p.T, n = ns * T, C = c.hidden_size, H = c.num_attention_heads, D = c.head_dim;
+  const int64_t Hkv = c.num_key_value_heads, E = c.num_local_experts, K = c.num_experts_per_tok;
+  const int64_t I = c.intermediate_size, inner = H * D, t0 = b0 * T;
+  const int64_t all = team != nullptr ? team->h2.size(0) : n;  // token rows the experts see
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  auto phase = [&](auto&& fn, bool barrier = true) {
+    if (team != nullptr) {
+      team->team.Phase(fn, barrier);
+    } else {
+      fn();
+    }
+  };
+  Scratch s;
+  float* x = nullptr;
+  phase(
+      [&] {
+        s.x = at::empty({n, C}, f32);
+        s.h = at::empty({n, C}, f32);
+        s.y = at::empty({n, C}, f32);
+        s.a = at::empty({n, C}, f32);
+        s.router = at::empty({n, E}, f32);
+        s.xe = at::empty({all * K, C}, f32);
+        s.u = at::empty({all * K, I}, f32);
+        s.w3 = at::empty({all * K, I}, f32);
+        s.ye = at::empty({n * K, C}, f32);
+        s.moe = at::empty({n, C}, f32);
+        bool any_lightning = false, any_softmax = false;
+        for (const LayerPlan& lp : p.layers) (lp.lightning ? any_lightning : any_softmax) = true;
+        if (any_lightning) {
+          s.qkv = at::empty({n, 3 * inner}, f32);
+          s.gate = at::empty({n, inner}, f32);
+          s.o = at::empty({n, inner}, f32);
+        }
+        if (any_softmax) {
+          s.q = at::empty({n, inner}, f32);
+          s.k = at::empty({n, Hkv * D}, f32);
+          s.v = at::empty({n, Hkv * D}, f32);
+          s.qrot = at::empty({ns, H, T, D}, f32);
+        }
+        const float* emb = F(p.model->model->embed_tokens->weight);
+        x = F(s.x);
+        for (int64_t r = 0; r < n; ++r) std::memcpy(x + r * C, emb + p.ids[t0 + r] * C, C * sizeof(float));
+      },
+      false);
+
+  std::vector<int64_t> choice(team != nullptr ? 0 : n * K);
+  std::vector<float> weight(team != nullptr ? 0 : n * K);
+  for (size_t layer_index = 0; layer_index < p.layers.size(); ++layer_index) {
+    const LayerPlan& lp = p.layers[layer_index];
+    const DecoderLayerImpl& layer = *lp.layer;
+    // Attention, residual, post-norm and routing of these rows (team: into the shared buffers).
+    phase([&] {
+      if (n == 0) return;
+      RmsNormRows(x, F(layer.input_layernorm->weight), static_cast<float>(layer.input_layernorm->eps), n, C, F(s.h));
+      if (lp.lightning) {
+        LightningRows(p, lp, b0, ns, s);
+      } else {
+        SoftmaxRows(p, lp, b0, ns, s);
+      }
+      // y = (postnorm ? h1 : x) * alpha_attn + attn * beta_attn; h2 = RMSNorm_post(y)
+      Residual(layer.postnorm() ? F(s.h) : x, static_cast<float>(layer.alpha_attn()), F(s.a),
+               static_cast<float>(layer.beta_attn()), n * C, F(s.y));
+      RmsNormRows(F(s.y), F(layer.post_attention_layernorm->weight),
+                  static_cast<float>(layer.post_attention_layernorm->eps), n, C, F(s.h));
+      Linear(s.h, lp.router, s.router);  // [n, E]
+      if (team != nullptr) {
+        std::memcpy(F(team->h2) + t0 * C, F(s.h), n * C * sizeof(float));
+        RouteTokens(F(s.router), n, E, K, team->choice.data() + t0 * K, team->weight.data() + t0 * K);
+      } else {
+        RouteTokens(F(s.router), n, E, K, choice.data(), weight.data());
+      }
+    });
+    // The experts: a team's share over every row, or all of them over these rows.
+    Routing route;
+    phase([&] {
+      if (team != nullptr) {
+        route = GroupSlots(team->choice.data(), team->weight.data(), all, E, K);
+        std::vector<int64_t> order;  // active experts, most rows first (then lower id)
+        for (int64_t e = 0; e < E; ++e) {
+          if (route.count[e] > 0) order.push_back(e);
+        }
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t a, int64_t b) { return route.count[a] > route.count[b]; });
+        std::atomic<int64_t>& next = team->next_expert[layer_index];
+        for (int64_t i = next.fetch_add(1); i < static_cast<int64_t>(order.size()); i = next.fetch_add(1)) {
+          RunExperts(lp, route, {order[i]}, F(team->h2), C, I, F(s.xe), F(s.u), F(s.w3), F(team->ye));
+        }
+      } else {
+        route = GroupSlots(choice.data(), weight.data(), n, E, K);
+        RunExperts(lp, route, AllExperts(E), F(s.h), C, I, F(s.xe), F(s.u), F(s.w3), F(s.ye));
+      }
+    });
+    // These rows' weighted expert sums and the residual x = (postnorm ? h2 : y) * alpha + moe * beta.
+    phase(
+        [&] {
+          if (n == 0) return;
+          SumExperts(route, team != nullptr ? F(team->ye) : F(s.ye), team != nullptr ? t0 : 0,
+                     team != nullptr ? t0 + n : n, C, F(s.moe));
+          Residual(layer.postnorm() ? F(s.h) : F(s.y), static_cast<float>(layer.alpha_mlp()), F(s.moe),
+                   static_cast<float>(layer.beta_mlp()), n * C, x);
+        },
+        false);
+  }
+  phase(
+      [&] {
+        if (n == 0) return;
+        at::Tensor hidden = p.hidden.narrow(0, t0, n);  // [n, C]
+        const RMSNormImpl& norm = *p.model->model->norm;
+        RmsNormRows(x, F(norm.weight), static_cast<float>(norm.eps), n, C, F(hidden));
+        if (!p.head.defined()) return;
+        if (!p.last_only || T == 1) {
+          at::Tensor out = p.head.narrow(0, t0, n);
+          Linear(hidden, p.head_weight, out);
+        } else {
+          at::Tensor last = hidden.view({ns, T, C}).select(1, T - 1).contiguous();  // [ns, C]
+          at::Tensor out = p.head.narrow(0, b0, ns);
+          Linear(last, p.head_weight, out);
+        }
+      },
+      false);
+}
+
+// ---- column split: every thread on every row, each on its share of the columns ---------------
+//
+// For a few token rows (small decode batches, one prompt's prefill) the step is bound by streaming
+// the weights, and splitting ROWS over threads makes every thread stream all of them. Here each
+// thread takes a share of every layer's output columns instead: its heads of the attention
+// projections (and those heads' lightning states / KV heads), its columns of the output
+// projection and of the head, and its experts of the MoE. Norms, residuals and routing are cheap
+// at these sizes and run on every thread for every row (thread-private copies), so a layer needs
+// three barriers. Each output element is computed by the same function in the same order as in
+// the row split (a GEMM column's FMA chain, a head's recurrence, a row's norm, the expert sum in
+// slot order), so the two modes give bitwise equal results with PackedGemm.
 
 // Buffers every thread reads after a barrier: [n, H*D] attention outputs (before the norm) and
 // gate logits, [n, C] output projection, [n*K, C] expert outputs by slot.
 struct ColumnShared {
   at::Tensor o, gate, a, ye;
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex error_mutex;
+  Team team;
 };
 
 // One thread's part of the whole step (inside an OpenMP parallel region of nt threads).
@@ -546,20 +624,7 @@ void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt)
   const int64_t T = p.T, n = B * T, C = c.hidden_size, H = c.num_attention_heads, D = c.head_dim;
   const int64_t Hkv = c.num_key_value_heads, E = c.num_local_experts, K = c.num_experts_per_tok;
   const int64_t I = c.intermediate_size, inner = H * D, G = H / Hkv;
-  // Runs fn unless a thread has failed, then waits for every thread: all threads pass the same
-  // barriers whatever throws, and the first error is rethrown after the region.
-  auto phase = [&](auto&& fn) {
-    if (!sh.failed.load()) {
-      try {
-        fn();
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(sh.error_mutex);
-        if (!sh.error) sh.error = std::current_exception();
-        sh.failed = true;
-      }
-    }
-#pragma omp barrier
-  };
+  auto phase = [&](auto&& fn, bool barrier = true) { sh.team.Phase(fn, barrier); };
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
   at::Tensor x, h, y, on, own, router, xe, u, w3, moe;  // thread-private
   // This thread's lightning heads, softmax KV heads (q heads kv0*G..kv1*G) and output columns.
@@ -667,33 +732,25 @@ void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt)
       RmsNormRows(F(y), F(layer.post_attention_layernorm->weight),
                   static_cast<float>(layer.post_attention_layernorm->eps), n, C, F(h));
       Linear(h, lp.router, router);
-      route = Route(F(router), n, E, K);
-      for (int64_t e : ExpertsOf(route.count, tid, nt)) {
-        const int64_t ne = route.count[e], s0 = route.start[e];
-        for (int64_t j = 0; j < ne; ++j) {
-          std::memcpy(F(xe) + (s0 + j) * C, F(h) + route.token_of[s0 + j] * C, C * sizeof(float));
-        }
-        float* ue = F(u) + s0 * I;
-        float* w3e = F(w3) + s0 * I;
-        SwiGlu(F(xe) + s0 * C, C, ne, lp.w1[e], lp.w3[e], ue, w3e);
-        Linear(ue, I, ne, lp.w2[e], F(sh.ye) + s0 * C, C);
-      }
+      std::vector<int64_t> choice(n * K);
+      std::vector<float> weight(n * K);
+      RouteTokens(F(router), n, E, K, choice.data(), weight.data());
+      route = GroupSlots(choice.data(), weight.data(), n, E, K);
+      RunExperts(lp, route, ExpertsOf(route.count, tid, nt), F(h), C, I, F(xe), F(u), F(w3), F(sh.ye));
     });
     // 4. the weighted expert sum in slot order and the residual (every row); the next layer's
     // phase 1 is this one's end.
-    float* out = F(moe);
-    std::memset(out, 0, n * C * sizeof(float));
-    if (!sh.failed.load()) {
-      const float* ye = F(sh.ye);
-      for (int64_t slot = 0; slot < n * K; ++slot) {
-        AddScaled(out + route.token_of[slot] * C, ye + slot * C, route.weight_of[slot], C);
-      }
-      Residual(layer.postnorm() ? F(h) : F(y), static_cast<float>(layer.alpha_mlp()), out,
-               static_cast<float>(layer.beta_mlp()), n * C, F(x));
-    }
+    phase(
+        [&] {
+          SumExperts(route, F(sh.ye), 0, n, C, F(moe));
+          Residual(layer.postnorm() ? F(h) : F(y), static_cast<float>(layer.alpha_mlp()), F(moe),
+                   static_cast<float>(layer.beta_mlp()), n * C, F(x));
+        },
+        false);
   }
   // Final norm (thread 0 writes the shared hidden) and this thread's columns of the head.
-  phase([&] {
+  phase(
+      [&] {
     const RMSNormImpl& norm = *p.model->model->norm;
     RmsNormRows(F(x), F(norm.weight), static_cast<float>(norm.eps), n, C, F(h));
     if (tid == 0) std::memcpy(F(p.hidden), F(h), n * C * sizeof(float));
@@ -707,7 +764,8 @@ void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt)
       const at::Tensor last = h.view({B, T, C}).select(1, T - 1).contiguous();  // [B, C]
       LinearCols(F(last), C, B, p.head_weight, v0, v1, F(p.head), V);
     }
-  });
+      },
+      false);
 }
 
 }  // namespace
@@ -847,12 +905,27 @@ ModelOutput FusedDecodeStep(HybridModelImpl& m, const torch::Tensor& input_ids, 
     sh.ye = torch::empty({n * c.num_experts_per_tok, C}, torch::kFloat);
 #pragma omp parallel num_threads(threads)
     RunColumns(p, sh, B, omp_get_thread_num(), omp_get_num_threads());
-    if (sh.error) std::rethrow_exception(sh.error);
+    sh.team.Rethrow();
+  } else if (threads > 1 && B * T >= threads * kFusedMinRowsPerThread) {
+    // Whole sequences per thread (their tokens depend on each other), the experts shared out.
+    RowTeam team;
+    const int64_t n = B * T, K = c.num_experts_per_tok;
+    team.h2 = torch::empty({n, C}, torch::kFloat);
+    team.ye = torch::empty({n * K, C}, torch::kFloat);
+    team.choice.resize(n * K);
+    team.weight.resize(n * K);
+    team.next_expert.reset(new std::atomic<int64_t>[L]);
+    for (int64_t l = 0; l < L; ++l) team.next_expert[l] = 0;
+#pragma omp parallel num_threads(threads)
+    {
+      const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+      int64_t b0, b1;
+      std::tie(b0, b1) = Piece(B, nt, tid);
+      RunRows(p, b0, b1, &team, tid, nt);
+    }
+    team.team.Rethrow();
   } else {
-    // Whole sequences per thread (their tokens depend on each other), at least
-    // kFusedMinRowsPerThread token rows each.
-    const int64_t grain = std::max<int64_t>(1, (kFusedMinRowsPerThread + T - 1) / T);
-    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) { RunRows(p, b0, b1); });
+    RunRows(p, 0, B);
   }
 
   for (int64_t l = 0; l < L; ++l) {

@@ -8,9 +8,13 @@
 // Same math, same weights, same caches as the module-by-module path, organised for small
 // batches. One parallel region per step (instead of two thread wake-ups per op, several hundred
 // per step at B = 64 on the tiny model), in one of two splits:
-//   * Rows (many token rows): whole rows over the intra-op threads (at::parallel_for, at least
-//     kFusedMinRowsPerThread tokens per thread), each thread running ALL layers for its rows
-//     single-threaded: rows never interact, so no thread waits on another until the end.
+//   * Rows (many token rows): whole rows over the intra-op threads (an OpenMP team), each thread
+//     running every layer's attention, norms and residuals for its rows; the MoE is shared out
+//     by expert over the whole batch (each thread routes its rows into shared buffers, the
+//     threads take whole experts, largest first, as each becomes free, and each sums its own
+//     tokens), so each expert's weights are streamed by one thread in blocks of all its rows.
+//     Two barriers a layer; ~5% faster at B = 64 than every thread running every expert on its
+//     own rows. One thread (or fewer than 2 token rows a thread) runs it all alone.
 //   * Columns (B * T <= kFusedColumnMaxRows, or B below the thread count, e.g. a prompt's
 //     prefill): every thread on every row, each on its share of each layer's columns (its heads of
 //     the attention projections with those heads' lightning states / KV heads, its columns of the

@@ -58,7 +58,7 @@ namespace lightrl::model {
 constexpr int64_t kFusedMinRowsPerThread = 2;
 // Token rows (B * T) up to which the step splits columns instead of rows over the threads (see
 // above); columns are also used whenever B is below the thread count (a prompt's prefill).
-// Measured crossover on the tiny model, 2 threads: columns win at B = 16, rows at B = 32.
+// Measured on the tiny model, 2 threads: columns win below B = 16, tie at 16, rows win at 32.
 constexpr int64_t kFusedColumnMaxRows = 16;
 // Most tokens per row the fused step takes: decode (1) and short prefills, such as a rollout
 // prompt. Longer calls are compute-bound and take the module path (blockwise softmax attention;

@@ -246,7 +246,7 @@ struct Scratch {
   at::Tensor qkv, gate, o;   // lightning: [n, 3*H*D], [n, H*D], [n, H*D]
   at::Tensor q, k, v, qrot;  // softmax: [n, H*D], [n, Hkv*D], [n, Hkv*D], [sequences, H, T, D]
   at::Tensor router;         // [n, E]
-  at::Tensor xe, u, w3, ye;  // experts: [n*K, C], [n*K, I], [n*K, I], [n*K, C]
+  at::Tensor xe, u, w3, ye;  // experts: [tokens, C], [tokens, I], [tokens, I] (one expert at a time), [n*K, C] by slot
   at::Tensor moe;            // [n, C]
 };
 
@@ -369,20 +369,18 @@ Routing GroupSlots(const int64_t* choice, const float* weight, int64_t n, int64_
   return r;
 }
 
-// Slots [lo, hi) of expert e: rows gathered from h [tokens, C] into xe, u = SwiGLU, ye rows by
-// slot (xe [n*K, C], u and w3 [n*K, I] scratch, ye [n*K, C], all indexed by slot).
-void RunExpertSlots(const LayerPlan& lp, const Routing& r, int64_t e, int64_t lo, int64_t hi, const float* h,
-                    int64_t C, int64_t I, float* xe, float* u, float* w3, float* ye) {
-  if (hi <= lo) return;
-  for (int64_t j = lo; j < hi; ++j) std::memcpy(xe + j * C, h + r.token_of[j] * C, C * sizeof(float));
-  SwiGlu(xe + lo * C, C, hi - lo, lp.w1[e], lp.w3[e], u + lo * I, w3 + lo * I);
-  Linear(u + lo * I, I, hi - lo, lp.w2[e], ye + lo * C, C);
-}
-
-// Experts `experts`, all their slots.
+// Experts `experts` over all their slots: each expert's rows gathered from h [tokens, C] into
+// xe, u = SwiGLU, then its rows of ye [n*K, C] (by slot). xe [tokens, C] and u, w3 [tokens, I]
+// are scratch for one expert at a time (an expert has at most one slot per token).
 void RunExperts(const LayerPlan& lp, const Routing& r, const std::vector<int64_t>& experts, const float* h, int64_t C,
                 int64_t I, float* xe, float* u, float* w3, float* ye) {
-  for (int64_t e : experts) RunExpertSlots(lp, r, e, r.start[e], r.start[e + 1], h, C, I, xe, u, w3, ye);
+  for (int64_t e : experts) {
+    const int64_t lo = r.start[e], ne = r.count[e];
+    if (ne == 0) continue;
+    for (int64_t j = 0; j < ne; ++j) std::memcpy(xe + j * C, h + r.token_of[lo + j] * C, C * sizeof(float));
+    SwiGlu(xe, C, ne, lp.w1[e], lp.w3[e], u, w3);
+    Linear(u, I, ne, lp.w2[e], ye + lo * C, C);
+  }
 }
 
 // moe [t1 - t0, C] = for tokens t0..t1-1 the weighted sum of their experts' rows of ye, in slot
@@ -497,10 +495,10 @@ void RunRows(const StepPlan& p, int64_t b0, int64_t b1, RowTeam* team = nullptr,
         s.y = at::empty({n, C}, f32);
         s.a = at::empty({n, C}, f32);
         s.router = at::empty({n, E}, f32);
-        s.xe = at::empty({all * K, C}, f32);
-        s.u = at::empty({all * K, I}, f32);
-        s.w3 = at::empty({all * K, I}, f32);
-        s.ye = at::empty({n * K, C}, f32);
+        s.xe = at::empty({all, C}, f32);  // one expert's rows at a time
+        s.u = at::empty({all, I}, f32);
+        s.w3 = at::empty({all, I}, f32);
+        if (team == nullptr) s.ye = at::empty({n * K, C}, f32);
         s.moe = at::empty({n, C}, f32);
         bool any_lightning = false, any_softmax = false;
         for (const LayerPlan& lp : p.layers) (lp.lightning ? any_lightning : any_softmax) = true;
@@ -639,9 +637,9 @@ void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt)
     on = at::empty({n, inner}, f32);
     own = at::empty({n, 3 * inner}, f32);
     router = at::empty({n, E}, f32);
-    xe = at::empty({n * K, C}, f32);
-    u = at::empty({n * K, I}, f32);
-    w3 = at::empty({n * K, I}, f32);
+    xe = at::empty({n, C}, f32);  // one expert's rows at a time
+    u = at::empty({n, I}, f32);
+    w3 = at::empty({n, I}, f32);
     moe = at::empty({n, C}, f32);
     const float* emb = F(p.model->model->embed_tokens->weight);
     for (int64_t r = 0; r < n; ++r) std::memcpy(F(x) + r * C, emb + p.ids[r] * C, C * sizeof(float));

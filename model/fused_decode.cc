@@ -369,18 +369,43 @@ Routing GroupSlots(const int64_t* choice, const float* weight, int64_t n, int64_
   return r;
 }
 
-// Experts `experts` over all their slots: each expert's rows gathered from h [tokens, C] into
-// xe, u = SwiGLU, then its rows of ye [n*K, C] (by slot). xe [tokens, C] and u, w3 [tokens, I]
-// are scratch for one expert at a time (an expert has at most one slot per token).
+// Slots [lo, hi) of expert e: their rows gathered from h [tokens, C] into xe, u = SwiGLU, then
+// those rows of ye [n*K, C] (by slot). xe [tokens, C] and u, w3 [tokens, I] are scratch for one
+// call (an expert has at most one slot per token).
+void RunExpertSlots(const LayerPlan& lp, const Routing& r, int64_t e, int64_t lo, int64_t hi, const float* h,
+                    int64_t C, int64_t I, float* xe, float* u, float* w3, float* ye) {
+  const int64_t ne = hi - lo;
+  if (ne <= 0) return;
+  for (int64_t j = 0; j < ne; ++j) std::memcpy(xe + j * C, h + r.token_of[lo + j] * C, C * sizeof(float));
+  SwiGlu(xe, C, ne, lp.w1[e], lp.w3[e], u, w3);
+  Linear(u, I, ne, lp.w2[e], ye + lo * C, C);
+}
+
+// Experts `experts`, all their slots.
 void RunExperts(const LayerPlan& lp, const Routing& r, const std::vector<int64_t>& experts, const float* h, int64_t C,
                 int64_t I, float* xe, float* u, float* w3, float* ye) {
-  for (int64_t e : experts) {
-    const int64_t lo = r.start[e], ne = r.count[e];
-    if (ne == 0) continue;
-    for (int64_t j = 0; j < ne; ++j) std::memcpy(xe + j * C, h + r.token_of[lo + j] * C, C * sizeof(float));
-    SwiGlu(xe, C, ne, lp.w1[e], lp.w3[e], u, w3);
-    Linear(u, I, ne, lp.w2[e], ye + lo * C, C);
+  for (int64_t e : experts) RunExpertSlots(lp, r, e, r.start[e], r.start[e + 1], h, C, I, xe, u, w3, ye);
+}
+
+// The row split's MoE work items, largest first (then expert, then slot order): each active
+// expert whole, or in near-equal row ranges where it holds more than a fair share of the slots
+// (total / threads, at least kMinExpertItemRows), so that more threads than experts, or one
+// expert taking most tokens, still spread. Every thread builds the same list.
+struct ExpertItem {
+  int64_t expert, lo, hi;
+};
+constexpr int64_t kMinExpertItemRows = 16;
+std::vector<ExpertItem> ExpertItems(const Routing& r, int nt) {
+  const int64_t E = static_cast<int64_t>(r.count.size()), total = r.start[E];
+  const int64_t fair = std::max<int64_t>(kMinExpertItemRows, (total + nt - 1) / nt);
+  std::vector<ExpertItem> items;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t c = r.count[e], pieces = (c + fair - 1) / fair;
+    for (int64_t i = 0; i < pieces; ++i) items.push_back({e, r.start[e] + c * i / pieces, r.start[e] + c * (i + 1) / pieces});
   }
+  std::stable_sort(items.begin(), items.end(),
+                   [](const ExpertItem& a, const ExpertItem& b) { return a.hi - a.lo > b.hi - b.lo; });
+  return items;
 }
 
 // moe [t1 - t0, C] = for tokens t0..t1-1 the weighted sum of their experts' rows of ye, in slot
@@ -453,19 +478,20 @@ struct Team {
 };
 
 // The row split's shared MoE state: each thread routes its own tokens into choice / weight and
-// writes their normed rows to h2; then the threads take whole experts over ALL rows, largest
-// first, as each becomes free (next_expert), writing ye, so each expert's weights are streamed by
-// one thread, in blocks of all its rows; then each sums its own tokens. Two barriers a layer.
-// (Equal shares of the slots instead, splitting an expert between threads where a share ends,
-// balance the rows but stream more weights: measured slower on the tiny model.)
+// writes their normed rows to h2; then the threads take the experts over ALL rows (ExpertItems:
+// whole experts, split only where one holds more than a fair share), largest first, as each
+// becomes free (next_expert), writing ye, so each expert's weights are streamed by one thread in
+// blocks of all its rows; then each sums its own tokens. Two barriers a layer. (Equal shares of
+// the slots instead, splitting experts wherever a share ends, balance the rows but stream more
+// weights: measured slower on the tiny model.)
 struct RowTeam {
   Team team;
   at::Tensor h2, ye;            // [n, C], [n*K, C]
   std::vector<int64_t> choice;  // [n*K]
   std::vector<float> weight;    // [n*K]
-  // Per layer, the next expert (in order of decreasing rows) a thread takes: the threads share
-  // the experts dynamically, so a slower core or a heavier expert delays no one at the barrier
-  // more than one expert's time. Which thread runs an expert does not change its result.
+  // Per layer, the next ExpertItem a thread takes: the threads share the experts dynamically, so
+  // a slower core or a heavier expert delays no one at the barrier more than one item's time.
+  // Which thread runs an item does not change its result.
   std::unique_ptr<std::atomic<int64_t>[]> next_expert;  // [layers]
 };
 
@@ -551,15 +577,12 @@ void RunRows(const StepPlan& p, int64_t b0, int64_t b1, RowTeam* team = nullptr,
     phase([&] {
       if (team != nullptr) {
         route = GroupSlots(team->choice.data(), team->weight.data(), all, E, K);
-        std::vector<int64_t> order;  // active experts, most rows first (then lower id)
-        for (int64_t e = 0; e < E; ++e) {
-          if (route.count[e] > 0) order.push_back(e);
-        }
-        std::stable_sort(order.begin(), order.end(),
-                         [&](int64_t a, int64_t b) { return route.count[a] > route.count[b]; });
+        const std::vector<ExpertItem> items = ExpertItems(route, nt);
         std::atomic<int64_t>& next = team->next_expert[layer_index];
-        for (int64_t i = next.fetch_add(1); i < static_cast<int64_t>(order.size()); i = next.fetch_add(1)) {
-          RunExperts(lp, route, {order[i]}, F(team->h2), C, I, F(s.xe), F(s.u), F(s.w3), F(team->ye));
+        for (int64_t i = next.fetch_add(1); i < static_cast<int64_t>(items.size()); i = next.fetch_add(1)) {
+          const ExpertItem& it = items[i];
+          RunExpertSlots(lp, route, it.expert, it.lo, it.hi, F(team->h2), C, I, F(s.xe), F(s.u), F(s.w3),
+                         F(team->ye));
         }
       } else {
         route = GroupSlots(choice.data(), weight.data(), n, E, K);

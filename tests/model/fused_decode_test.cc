@@ -314,6 +314,31 @@ TEST(FusedDecodeTest, WithPackedGemmTheColumnAndRowSplitsAreBitwiseEqual) {
   }
 }
 
+// The row split's MoE: the threads share the experts of the whole batch (an expert with more
+// than a fair share of the slots split into row ranges, as with 4 threads here). Every thread
+// count gives the single thread's bits with PackedGemm, and the module path's values.
+TEST(FusedDecodeTest, TheRowSplitSharesTheExpertsOfTheWholeBatch) {
+  HybridModel m = MakeModel(SmallConfig());
+  ModelCache start;
+  {
+    torch::NoGradGuard no_grad;
+    start = MixedCache(m, 40);
+  }
+  auto gen = at::detail::createCPUGenerator(31);
+  const torch::Tensor ids = at::randint(m->config().vocab_size, {40, 1}, gen, torch::kLong);
+  const auto rows = ForwardOptions::FusedSplit::kRows;
+  StepResult one;
+  {
+    ThreadCount tc(1);
+    one = RunSplit(m, start, ids, rows, true);
+  }
+  for (int threads : {2, 3, 4}) {
+    ThreadCount tc(threads);
+    ExpectBitwiseEqual(RunSplit(m, start, ids, rows, true), one, "rows, " + std::to_string(threads) + " threads");
+    CompareSteps(m, start, 2, "rows, " + std::to_string(threads) + " threads", 0, 1, true, rows);
+  }
+}
+
 TEST(FusedDecodeTest, RepacksAfterTheWeightsChange) {
   torch::NoGradGuard no_grad;
   HybridModel m = MakeModel(SmallConfig());

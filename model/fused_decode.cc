@@ -405,6 +405,18 @@ std::vector<ExpertItem> ExpertItems(const Routing& r, int nt) {
   }
   std::stable_sort(items.begin(), items.end(),
                    [](const ExpertItem& a, const ExpertItem& b) { return a.hi - a.lo > b.hi - b.lo; });
+  // The smallest item goes last, in one piece per thread: whoever is free first shares it, so
+  // the threads reach the barrier within a fraction of an item (one expert streamed twice).
+  if (nt > 1 && items.size() > 1) {
+    const ExpertItem last = items.back();
+    const int64_t rows = last.hi - last.lo, pieces = std::min<int64_t>(nt, rows);
+    if (pieces > 1) {
+      items.pop_back();
+      for (int64_t i = 0; i < pieces; ++i) {
+        items.push_back({last.expert, last.lo + rows * i / pieces, last.lo + rows * (i + 1) / pieces});
+      }
+    }
+  }
   return items;
 }
 

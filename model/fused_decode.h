@@ -11,8 +11,10 @@
 //   * Rows (many token rows): whole rows over the intra-op threads (an OpenMP team), each thread
 //     running every layer's attention, norms and residuals for its rows; the MoE is shared out
 //     by expert over the whole batch (each thread routes its rows into shared buffers, the
-//     threads take whole experts, largest first, as each becomes free, and each sums its own
-//     tokens), so each expert's weights are streamed by one thread in blocks of all its rows.
+//     threads take whole experts, largest first, as each becomes free — an expert holding more
+//     than a fair share split into row ranges, the smallest shared in one piece per thread — and
+//     each sums its own tokens), so an expert's weights are mostly streamed by one thread in
+//     blocks of all its rows.
 //     Two barriers a layer; ~5% faster at B = 64 than every thread running every expert on its
 //     own rows. One thread (or fewer than 2 token rows a thread) runs it all alone.
 //   * Columns (B * T <= kFusedColumnMaxRows, or B below the thread count, e.g. a prompt's

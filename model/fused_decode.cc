@@ -99,28 +99,11 @@ struct Weight {
   PackedNext next;  // the weight the step multiplies by after this one (prefetched during this one)
 };
 
-// out [n, N] = x [n, K] · w [N, K]^T (an nn::Linear without bias), on the calling thread; x and
-// out row-major with row strides ldx and ldo. Raw pointers: a tensor view per call costs about a
-// microsecond, and a step makes ~130 of these calls per thread.
-void Linear(const float* x, int64_t ldx, int64_t n, const Weight& w, float* out, int64_t ldo) {
-  const int64_t N = w.w->size(0), K = w.w->size(1);
-  if (w.panels != nullptr) {
-    PackedGemm(x, ldx, n, K, w.panels, N, out, ldo, w.next);
-  } else {
-    const at::Tensor xt = at::from_blob(const_cast<float*>(x), {n, K}, {ldx, 1}, at::kFloat);
-    at::Tensor ot = at::from_blob(out, {n, N}, {ldo, 1}, at::kFloat);
-    at::mm_out(ot, xt, w.w->t());
-  }
-}
-
-// The same on whole [n, K] -> [n, N] row-major tensors.
-void Linear(const at::Tensor& x, const Weight& w, at::Tensor& out) {
-  Linear(F(x), x.stride(0), x.size(0), w, F(out), out.stride(0));
-}
-
-// out[:, c0:c1] = x · w[c0:c1]ᵀ (out and x at column 0; c0 a multiple of kPackedPanel when
-// packed), then SiLU if `silu`: in PackedGemm's epilogue, or a pass over the rows after at::mm_out.
-// The whole width (0, N) is the row split's call and prefetches w.next; a slice does not.
+// out[:, c0:c1] = x · w[c0:c1]ᵀ (w an nn::Linear weight [N, K] without bias; out and x at column
+// 0, row-major with row strides ldx and ldo; c0 a multiple of kPackedPanel when packed), on the
+// calling thread, then SiLU if `silu`: in PackedGemm's epilogue, or a pass over the rows after
+// at::mm_out. The whole width (0, N) prefetches w.next; a slice does not. Raw pointers: a tensor
+// view per call costs about a microsecond, and a step makes ~130 of these calls per thread.
 void LinearCols(const float* x, int64_t ldx, int64_t n, const Weight& w, int64_t c0, int64_t c1, float* out,
                 int64_t ldo, bool silu = false) {
   if (c1 <= c0 || n == 0) return;
@@ -139,6 +122,16 @@ void LinearCols(const float* x, int64_t ldx, int64_t n, const Weight& w, int64_t
   if (silu) {
     for (int64_t r = 0; r < n; ++r) SiluInPlace(out + r * ldo + c0, c1 - c0);
   }
+}
+
+// out [n, N] = x [n, K] · wᵀ, the whole width.
+void Linear(const float* x, int64_t ldx, int64_t n, const Weight& w, float* out, int64_t ldo) {
+  LinearCols(x, ldx, n, w, 0, w.w->size(0), out, ldo);
+}
+
+// The same on whole [n, K] -> [n, N] row-major tensors.
+void Linear(const at::Tensor& x, const Weight& w, at::Tensor& out) {
+  Linear(F(x), x.stride(0), x.size(0), w, F(out), out.stride(0));
 }
 
 // The SwiGLU expert's first half for ne rows: u [ne, I] = silu(x · w1ᵀ) * (x · w3ᵀ). With

@@ -380,6 +380,12 @@ void RunExperts(const LayerPlan& lp, const Routing& r, const std::vector<int64_t
   for (int64_t e : experts) RunExpertSlots(lp, r, e, r.start[e], r.start[e + 1], h, C, I, xe, u, w3, ye);
 }
 
+// Piece i of [0, total) cut into `parts` near-equal pieces of whole `align`-sized units.
+std::pair<int64_t, int64_t> Piece(int64_t total, int64_t parts, int64_t i, int64_t align = 1) {
+  const int64_t units = (total + align - 1) / align;
+  return {std::min(total, units * i / parts * align), std::min(total, units * (i + 1) / parts * align)};
+}
+
 // The row split's MoE work items, largest first (then expert, then slot order): each active
 // expert whole, or in near-equal row ranges where it holds more than a fair share of the slots
 // (total / threads, at least kMinExpertItemRows), so that more threads than experts, or one
@@ -392,22 +398,24 @@ std::vector<ExpertItem> ExpertItems(const Routing& r, int nt) {
   const int64_t E = static_cast<int64_t>(r.count.size()), total = r.start[E];
   const int64_t fair = std::max<int64_t>(kMinExpertItemRows, (total + nt - 1) / nt);
   std::vector<ExpertItem> items;
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t c = r.count[e], pieces = (c + fair - 1) / fair;
-    for (int64_t i = 0; i < pieces; ++i) items.push_back({e, r.start[e] + c * i / pieces, r.start[e] + c * (i + 1) / pieces});
-  }
+  // Expert e's slots [lo, hi) in `pieces` near-equal row ranges.
+  auto add = [&](int64_t e, int64_t lo, int64_t hi, int64_t pieces) {
+    for (int64_t i = 0; i < pieces; ++i) {
+      const auto [a, b] = Piece(hi - lo, pieces, i);
+      items.push_back({e, lo + a, lo + b});
+    }
+  };
+  for (int64_t e = 0; e < E; ++e) add(e, r.start[e], r.start[e + 1], (r.count[e] + fair - 1) / fair);
   std::stable_sort(items.begin(), items.end(),
                    [](const ExpertItem& a, const ExpertItem& b) { return a.hi - a.lo > b.hi - b.lo; });
   // The smallest item goes last, in one piece per thread: whoever is free first shares it, so
   // the threads reach the barrier within a fraction of an item (one expert streamed twice).
   if (nt > 1 && items.size() > 1) {
     const ExpertItem last = items.back();
-    const int64_t rows = last.hi - last.lo, pieces = std::min<int64_t>(nt, rows);
+    const int64_t pieces = std::min<int64_t>(nt, last.hi - last.lo);
     if (pieces > 1) {
       items.pop_back();
-      for (int64_t i = 0; i < pieces; ++i) {
-        items.push_back({last.expert, last.lo + rows * i / pieces, last.lo + rows * (i + 1) / pieces});
-      }
+      add(last.expert, last.lo, last.hi, pieces);
     }
   }
   return items;
@@ -447,12 +455,6 @@ std::vector<int64_t> ExpertsOf(const std::vector<int64_t>& count, int tid, int n
     if (owner == tid) mine.push_back(e);
   }
   return mine;
-}
-
-// Piece i of [0, total) cut into `parts` near-equal pieces of whole `align`-sized units.
-std::pair<int64_t, int64_t> Piece(int64_t total, int64_t parts, int64_t i, int64_t align = 1) {
-  const int64_t units = (total + align - 1) / align;
-  return {std::min(total, units * i / parts * align), std::min(total, units * (i + 1) / parts * align)};
 }
 
 // A team of threads in one OpenMP parallel region: Phase runs a piece of work unless a thread has

@@ -237,61 +237,78 @@ void LinkPrefetch(StepPlan* p) {
 struct Scratch {
   at::Tensor x, h, y, a;     // [n, C] residual stream, normed input, residual, attention out
   at::Tensor qkv, gate, o;   // lightning: [n, 3*H*D], [n, H*D], [n, H*D]
-  at::Tensor q, k, v, qrot;  // softmax: [n, H*D], [n, Hkv*D], [n, Hkv*D], [sequences, H, T, D]
+  at::Tensor q, k, v;        // softmax: [n, H*D], [n, Hkv*D], [n, Hkv*D]
   at::Tensor router;         // [n, E]
   at::Tensor xe, u, w3, ye;  // experts: [tokens, C], [tokens, I], [tokens, I] (one expert at a time), [n*K, C] by slot
   at::Tensor moe;            // [n, C]
 };
 
-// Attention of one lightning layer for sequences [b0, b0 + ns) (n = ns * T token rows):
-// s.h -> s.a. One token per row: the recurrent step (LightningDecodeRowsF32). Several: the
-// chunked block algorithm from the cached state, as a prefill does: as loops for at most one
-// block (LightningPrefillBlockF32), else LightningAttentionChunked.
+// The lightning attention core for heads [h0, h0 + nh) of sequences [b0, b0 + ns) (n = ns * T
+// token rows), from and into the layer's cached states: qkv [n, nh*3D] rows (SiLU applied; head
+// h's q | k | v at (h - h0)*3D) -> o [n, H*D] rows at columns h0*D.. (o at sequence b0's first
+// row). One token per row: the recurrent step (LightningDecodeRowsF32). Several: the chunked
+// block algorithm from the cached state, as a prefill does: as loops for at most one block
+// (LightningPrefillBlockF32), else LightningAttentionChunked. The row split passes every head,
+// the column split every sequence.
+void LightningCore(const StepPlan& p, const LayerPlan& lp, const float* qkv, int64_t b0, int64_t ns, int64_t h0,
+                   int64_t nh, float* o) {
+  const LightningAttentionImpl& la = *lp.layer->lightning;
+  const int64_t H = la.num_heads(), D = la.head_dim(), inner = H * D, T = p.T, ld = nh * 3 * D, DD = D * D;
+  auto state = [&](int64_t b) { return lp.state ? lp.state + (b * H + h0) * DD : nullptr; };  // [nh, D, D]
+  auto next = [&](int64_t b) { return lp.next_state + (b * H + h0) * DD; };
+  if (T == 1) {
+    if (nh == H) {
+      // Every head: the rows' (sequence, head) pairs are contiguous, one call over all of them.
+      LightningDecodeRowsF32(qkv, qkv + D, qkv + 2 * D, 3 * D, state(b0), F(la.decay()), ns * H, H, D, next(b0), o);
+    } else {
+      for (int64_t i = 0; i < ns; ++i) {
+        const float* row = qkv + i * ld;
+        LightningDecodeRowsF32(row, row + D, row + 2 * D, 3 * D, state(b0 + i), F(la.decay()) + h0, nh, nh, D,
+                               next(b0 + i), o + i * inner + h0 * D);
+      }
+    }
+  } else if (T <= la.block_size()) {
+    // A prompt of at most one block: the block algorithm as loops (no libtorch op per layer).
+    for (int64_t i = 0; i < ns; ++i) {
+      const float* rows = qkv + i * T * ld;
+      LightningPrefillBlockF32(rows, rows + D, rows + 2 * D, ld, T, nh, D, F(la.slopes()) + h0, state(b0 + i),
+                               next(b0 + i), o + i * T * inner + h0 * D, inner);
+    }
+  } else {
+    const at::Tensor heads = at::from_blob(const_cast<float*>(qkv), {ns, T, nh, 3 * D}, at::kFloat);
+    const at::Tensor q = heads.narrow(3, 0, D).transpose(1, 2), k = heads.narrow(3, D, D).transpose(1, 2);
+    const at::Tensor v = heads.narrow(3, 2 * D, D).transpose(1, 2);  // each [ns, nh, T, D]
+    const at::Tensor s0 =
+        lp.state_tensor.defined() ? lp.state_tensor.narrow(0, b0, ns).narrow(1, h0, nh) : at::Tensor();
+    const LightningResult r = LightningAttentionChunked(q, k, v, la.slopes().narrow(0, h0, nh), s0,
+                                                        LightningOptions{la.block_size(), {}, true});
+    at::from_blob(o, {ns, T, H, D}, at::kFloat).narrow(2, h0, nh).copy_(r.out.transpose(1, 2));
+    const at::Tensor st = r.state.contiguous();  // [ns, nh, D, D]
+    for (int64_t i = 0; i < ns; ++i) std::memcpy(next(b0 + i), F(st) + i * nh * DD, nh * DD * sizeof(float));
+  }
+}
+
+// Attention of one lightning layer for sequences [b0, b0 + ns), every head: s.h -> s.a.
 void LightningRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t ns, Scratch& s) {
   const LightningAttentionImpl& la = *lp.layer->lightning;
-  const int64_t H = la.num_heads(), D = la.head_dim(), inner = H * D, T = p.T, n = ns * T;
+  const int64_t H = la.num_heads(), inner = H * la.head_dim(), n = ns * p.T;
   // [n, H, 3D]: head h owns q | k | v, SiLU applied.
   LinearCols(F(s.h), s.h.stride(0), n, lp.qkv, 0, 3 * inner, F(s.qkv), 3 * inner, /*silu=*/true);
   Linear(s.h, lp.gate, s.gate);
-  const float* qkv = F(s.qkv);
-  const int64_t state_row = H * D * D;
-  if (T == 1) {
-    LightningDecodeRowsF32(qkv, qkv + D, qkv + 2 * D, 3 * D, lp.state ? lp.state + b0 * state_row : nullptr,
-                           F(la.decay()), n * H, H, D, lp.next_state + b0 * state_row, F(s.o));
-  } else if (T <= la.block_size()) {
-    // A prompt of at most one block: the block algorithm as loops (no libtorch op per layer).
-    const float* slopes = F(la.slopes());
-    for (int64_t i = 0; i < ns; ++i) {
-      const float* rows = qkv + i * T * 3 * inner;
-      const int64_t b = b0 + i;
-      LightningPrefillBlockF32(rows, rows + D, rows + 2 * D, 3 * inner, T, H, D, slopes,
-                               lp.state ? lp.state + b * state_row : nullptr, lp.next_state + b * state_row,
-                               F(s.o) + i * T * inner, inner);
-    }
-  } else {
-    const at::Tensor heads = s.qkv.view({ns, T, H, 3 * D});  // [ns, T, H, 3D]
-    const at::Tensor q = heads.narrow(3, 0, D).transpose(1, 2), k = heads.narrow(3, D, D).transpose(1, 2);
-    const at::Tensor v = heads.narrow(3, 2 * D, D).transpose(1, 2);  // each [ns, H, T, D]
-    const at::Tensor s0 = lp.state_tensor.defined() ? lp.state_tensor.narrow(0, b0, ns) : at::Tensor();
-    const LightningResult r =
-        LightningAttentionChunked(q, k, v, la.slopes(), s0, LightningOptions{la.block_size(), {}, true});
-    s.o.view({ns, T, H, D}).copy_(r.out.transpose(1, 2));  // head-major rows [n, H*D]
-    const at::Tensor state = r.state.contiguous();         // [ns, H, D, D]
-    std::memcpy(lp.next_state + b0 * state_row, F(state), ns * state_row * sizeof(float));
-  }
+  LightningCore(p, lp, F(s.qkv), b0, ns, 0, H, F(s.o));
   NormGateRows(F(s.o), F(s.gate), F(la.norm->weight), static_cast<float>(la.norm->eps), n, inner);
   Linear(s.o, lp.out, s.a);
 }
 
-// Attention of one softmax layer for sequences [b0, b0 + ns): s.h -> s.a (writes their new K/V at
-// [lengths[b], lengths[b] + T); query t attends keys [0, lengths[b] + t]).
-void SoftmaxRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t ns, Scratch& s) {
+// The softmax attention core for KV heads [k0, k0 + nkv) (q heads k0*G..) of sequences
+// [b0, b0 + ns): q [n, nq*D], k and v [n, nkv*D] (this call's projections, unit stride in D) ->
+// o [ns, nq, T, D] (a transposed view of [ns, T, nq, D]); writes the new K (RoPE'd) and V at
+// [lengths[b], lengths[b] + T) of the cache; query t attends keys [0, lengths[b] + t].
+at::Tensor SoftmaxCore(const StepPlan& p, const LayerPlan& lp, const at::Tensor& q, const at::Tensor& k,
+                       const at::Tensor& v, int64_t b0, int64_t ns, int64_t k0, int64_t nkv) {
   const SoftmaxAttentionImpl& sa = *lp.layer->softmax;
-  const int64_t H = sa.num_heads(), Hkv = sa.num_kv_heads(), D = sa.head_dim(), rot = sa.rotary_dim();
-  const int64_t T = p.T, n = ns * T;
-  Linear(s.h, lp.q, s.q);
-  Linear(s.h, lp.k, s.k);
-  Linear(s.h, lp.v, s.v);
+  const int64_t D = sa.head_dim(), rot = sa.rotary_dim(), T = p.T;
+  const int64_t nq = nkv * (sa.num_heads() / sa.num_kv_heads());
   const std::vector<int64_t> lengths(lp.lengths.begin() + b0, lp.lengths.begin() + b0 + ns);
   std::vector<float> cos, sin;
   detail::RopeTables<float>(lengths, T, rot, sa.rope_theta(), &cos, &sin);
@@ -299,14 +316,26 @@ void SoftmaxRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t ns,
   const at::Tensor& cv = lp.v_cache;
   // [n, h*D] viewed as [ns, h, T, D] (the layout RopeInto reads).
   auto heads = [ns, T, D](const at::Tensor& t, int64_t h) { return t.view({ns, T, h, D}).transpose(1, 2); };
-  detail::RopeInto<float>(heads(s.q, H), cos, sin, rot / 2, rot, F(s.qrot), H * T * D, T * D, D, {});
-  detail::RopeInto<float>(heads(s.k, Hkv), cos, sin, rot / 2, rot, F(ck) + b0 * ck.stride(0), ck.stride(0),
-                          ck.stride(1), ck.stride(2), lengths);
-  detail::RopeInto<float>(heads(s.v, Hkv), cos, sin, 0, 0, F(cv) + b0 * cv.stride(0), cv.stride(0), cv.stride(1),
-                          cv.stride(2), lengths);
+  at::Tensor qrot = at::empty({ns, nq, T, D}, at::kFloat);
+  detail::RopeInto<float>(heads(q, nq), cos, sin, rot / 2, rot, F(qrot), nq * T * D, T * D, D, {});
+  detail::RopeInto<float>(heads(k, nkv), cos, sin, rot / 2, rot, F(ck) + b0 * ck.stride(0) + k0 * ck.stride(1),
+                          ck.stride(0), ck.stride(1), ck.stride(2), lengths);
+  detail::RopeInto<float>(heads(v, nkv), cos, sin, 0, 0, F(cv) + b0 * cv.stride(0) + k0 * cv.stride(1), cv.stride(0),
+                          cv.stride(1), cv.stride(2), lengths);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  const at::Tensor o = CachedAttention(s.qrot, ck.narrow(0, b0, ns), cv.narrow(0, b0, ns), lengths, scale);
-  Linear(o.transpose(1, 2).reshape({n, H * D}), lp.o, s.a);  // o: [ns, H, T, D] view of [ns, T, H, D]
+  return CachedAttention(qrot, ck.narrow(0, b0, ns).narrow(1, k0, nkv), cv.narrow(0, b0, ns).narrow(1, k0, nkv),
+                         lengths, scale);
+}
+
+// Attention of one softmax layer for sequences [b0, b0 + ns), every head: s.h -> s.a.
+void SoftmaxRows(const StepPlan& p, const LayerPlan& lp, int64_t b0, int64_t ns, Scratch& s) {
+  const SoftmaxAttentionImpl& sa = *lp.layer->softmax;
+  const int64_t n = ns * p.T;
+  Linear(s.h, lp.q, s.q);
+  Linear(s.h, lp.k, s.k);
+  Linear(s.h, lp.v, s.v);
+  const at::Tensor o = SoftmaxCore(p, lp, s.q, s.k, s.v, b0, ns, 0, sa.num_kv_heads());  // [ns, H, T, D]
+  Linear(o.transpose(1, 2).reshape({n, sa.num_heads() * sa.head_dim()}), lp.o, s.a);
 }
 
 // ---- MoE pieces (moe.cc: fp32 softmax router, top-k renormalised, SwiGLU experts over their
@@ -544,7 +573,6 @@ void RunRows(const StepPlan& p, int64_t b0, int64_t b1, RowTeam* team = nullptr,
           s.q = at::empty({n, inner}, f32);
           s.k = at::empty({n, Hkv * D}, f32);
           s.v = at::empty({n, Hkv * D}, f32);
-          s.qrot = at::empty({ns, H, T, D}, f32);
         }
         const float* emb = F(p.model->model->embed_tokens->weight);
         x = F(s.x);
@@ -680,43 +708,14 @@ void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt)
     phase([&] {
       RmsNormRows(F(x), F(layer.input_layernorm->weight), static_cast<float>(layer.input_layernorm->eps), n, C, F(h));
       if (lp.lightning) {
-        const LightningAttentionImpl& la = *layer.lightning;
-        const int64_t nh = lh1 - lh0, ld = nh * 3 * D, DD = D * D;
+        const int64_t nh = lh1 - lh0, ld = nh * 3 * D;
         if (nh == 0) return;
         float* qkv = F(own);
         LinearCols(F(h), C, n, lp.qkv, lh0 * 3 * D, lh1 * 3 * D, qkv - lh0 * 3 * D, ld, /*silu=*/true);
         LinearCols(F(h), C, n, lp.gate, lh0 * D, lh1 * D, F(sh.gate), inner);
-        float* o = F(sh.o);
-        if (T == 1) {
-          for (int64_t b = 0; b < B; ++b) {
-            const float* row = qkv + b * ld;
-            LightningDecodeRowsF32(row, row + D, row + 2 * D, 3 * D, lp.state ? lp.state + (b * H + lh0) * DD : nullptr,
-                                   F(la.decay()) + lh0, nh, nh, D, lp.next_state + (b * H + lh0) * DD,
-                                   o + b * inner + lh0 * D);
-          }
-        } else if (T <= la.block_size()) {
-          for (int64_t b = 0; b < B; ++b) {
-            const float* rows = qkv + b * T * ld;
-            LightningPrefillBlockF32(rows, rows + D, rows + 2 * D, ld, T, nh, D, F(la.slopes()) + lh0,
-                                     lp.state ? lp.state + (b * H + lh0) * DD : nullptr,
-                                     lp.next_state + (b * H + lh0) * DD, o + b * T * inner + lh0 * D, inner);
-          }
-        } else {
-          const at::Tensor heads = at::from_blob(qkv, {B, T, nh, 3 * D}, f32);  // [B, T, nh, 3D] (rows of ld)
-          const at::Tensor q = heads.narrow(3, 0, D).transpose(1, 2), k = heads.narrow(3, D, D).transpose(1, 2);
-          const at::Tensor v = heads.narrow(3, 2 * D, D).transpose(1, 2);  // each [B, nh, T, D]
-          const at::Tensor s0 = lp.state_tensor.defined() ? lp.state_tensor.narrow(1, lh0, nh) : at::Tensor();
-          const LightningResult r = LightningAttentionChunked(q, k, v, la.slopes().narrow(0, lh0, nh), s0,
-                                                              LightningOptions{la.block_size(), {}, true});
-          sh.o.view({B, T, H, D}).narrow(2, lh0, nh).copy_(r.out.transpose(1, 2));
-          const at::Tensor state = r.state.contiguous();  // [B, nh, D, D]
-          for (int64_t b = 0; b < B; ++b) {
-            std::memcpy(lp.next_state + (b * H + lh0) * DD, F(state) + b * nh * DD, nh * DD * sizeof(float));
-          }
-        }
+        LightningCore(p, lp, qkv, 0, B, lh0, nh, F(sh.o));
       } else {
-        const SoftmaxAttentionImpl& sa = *layer.softmax;
-        const int64_t nkv = kv1 - kv0, nq = nkv * G, rot = sa.rotary_dim();
+        const int64_t nkv = kv1 - kv0, nq = nkv * G;
         if (nkv == 0) return;
         at::Tensor q = own.narrow(1, 0, nq * D), k = own.narrow(1, nq * D, nkv * D);
         at::Tensor v = own.narrow(1, (nq + nkv) * D, nkv * D);  // [n, nq*D], [n, nkv*D] x2 (row stride 3*inner)
@@ -724,20 +723,8 @@ void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt)
         LinearCols(F(h), C, n, lp.q, kv0 * G * D, kv1 * G * D, F(q) - kv0 * G * D, ld);
         LinearCols(F(h), C, n, lp.k, kv0 * D, kv1 * D, F(k) - kv0 * D, ld);
         LinearCols(F(h), C, n, lp.v, kv0 * D, kv1 * D, F(v) - kv0 * D, ld);
-        std::vector<float> cos, sin;
-        detail::RopeTables<float>(lp.lengths, T, rot, sa.rope_theta(), &cos, &sin);
-        auto heads = [B, T, D](const at::Tensor& t, int64_t hh) { return t.view({B, T, hh, D}).transpose(1, 2); };
-        const at::Tensor& ck = lp.k_cache;
-        const at::Tensor& cv = lp.v_cache;
-        at::Tensor qrot = at::empty({B, nq, T, D}, f32);
-        detail::RopeInto<float>(heads(q, nq), cos, sin, rot / 2, rot, F(qrot), nq * T * D, T * D, D, {});
-        detail::RopeInto<float>(heads(k, nkv), cos, sin, rot / 2, rot, F(ck) + kv0 * ck.stride(1), ck.stride(0),
-                                ck.stride(1), ck.stride(2), lp.lengths);
-        detail::RopeInto<float>(heads(v, nkv), cos, sin, 0, 0, F(cv) + kv0 * cv.stride(1), cv.stride(0), cv.stride(1),
-                                cv.stride(2), lp.lengths);
-        const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-        const at::Tensor o = CachedAttention(qrot, ck.narrow(1, kv0, nkv), cv.narrow(1, kv0, nkv), lp.lengths, scale);
-        sh.o.view({B, T, H, D}).narrow(2, kv0 * G, nq).copy_(o.transpose(1, 2));  // o: [B, nq, T, D]
+        const at::Tensor o = SoftmaxCore(p, lp, q, k, v, 0, B, kv0, nkv);  // [B, nq, T, D]
+        sh.o.view({B, T, H, D}).narrow(2, kv0 * G, nq).copy_(o.transpose(1, 2));
       }
     });
     // 2. (lightning: the norm and gate over all heads, per row) this thread's columns of the

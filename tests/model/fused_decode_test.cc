@@ -44,8 +44,10 @@ HybridModel MakeModel(const ModelConfig& c, HeadType head = HeadType::kLanguageM
 double MaxDiff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 double MaxAbs(const torch::Tensor& a) { return a.abs().max().item<double>(); }
 
-// A cache of `rows` rows with prefill lengths 3, 4, ..., so softmax rows differ in length.
+// A cache of `rows` rows with prefill lengths 3, 4, ..., so softmax rows differ in length (built
+// without autograd whatever the caller's grad mode).
 ModelCache MixedCache(HybridModel& m, int64_t rows) {
+  torch::NoGradGuard no_grad;
   ModelCache cache;
   for (int64_t r = 0; r < rows; ++r) {
     ModelCache one;
@@ -135,11 +137,7 @@ TEST(FusedDecodeTest, MatchesTheModulePathOnRowsOfDifferentLengths) {
   for (int threads : {1, 2}) {
     ThreadCount tc(threads);
     for (int64_t rows : {int64_t{1}, int64_t{5}, 2 * kFusedMinRowsPerThread + 3}) {
-      ModelCache start;
-      {
-        torch::NoGradGuard no_grad;
-        start = MixedCache(m, rows);
-      }
+      const ModelCache start = MixedCache(m, rows);
       CompareSteps(m, start, 6, "threads " + std::to_string(threads) + ", rows " + std::to_string(rows));
     }
   }
@@ -154,11 +152,7 @@ TEST(FusedDecodeTest, TheLibtorchGemmFallbackMatchesTheModulePathToo) {
   ASSERT_FALSE(PackedGemmAvailable());
   HybridModel m = MakeModel(SmallConfig());
   ThreadCount tc(2);
-  ModelCache start;
-  {
-    torch::NoGradGuard no_grad;
-    start = MixedCache(m, 2 * kFusedMinRowsPerThread + 3);
-  }
+  const ModelCache start = MixedCache(m, 2 * kFusedMinRowsPerThread + 3);
   CompareSteps(m, start, 3, "libtorch GEMMs, decode");
   CompareSteps(m, ModelCache{}, 1, "libtorch GEMMs, prefill", 3, 13, false);
 }
@@ -212,11 +206,7 @@ TEST(FusedDecodeTest, TheColumnSplitMatchesTheModulePath) {
     ThreadCount tc(threads);
     const std::string t = "columns, threads " + std::to_string(threads);
     for (int64_t rows : {int64_t{1}, int64_t{5}}) {
-      ModelCache start;
-      {
-        torch::NoGradGuard no_grad;
-        start = MixedCache(m, rows);
-      }
+      const ModelCache start = MixedCache(m, rows);
       CompareSteps(m, start, 4, t + ", decode, rows " + std::to_string(rows), 0, 1, true, columns);
       CompareSteps(m, start, 1, t + ", one-block prefill continuing rows", 0, 5, false, columns);
       CompareSteps(m, start, 1, t + ", chunked prefill continuing rows", 0, 13, true, columns);
@@ -228,11 +218,7 @@ TEST(FusedDecodeTest, TheColumnSplitMatchesTheModulePath) {
   c.postnorm = false;
   HybridModel critic = MakeModel(c, HeadType::kValue);
   ThreadCount tc(2);
-  ModelCache b;
-  {
-    torch::NoGradGuard no_grad;
-    b = MixedCache(critic, 3);
-  }
+  const ModelCache b = MixedCache(critic, 3);
   CompareSteps(critic, b, 3, "columns, pre-norm value head", 0, 1, true, columns);
 }
 
@@ -288,11 +274,7 @@ void ExpectBitwiseEqual(const StepResult& a, const StepResult& b, const std::str
 
 TEST(FusedDecodeTest, WithPackedGemmTheColumnAndRowSplitsAreBitwiseEqual) {
   HybridModel m = MakeModel(ColumnConfig());
-  ModelCache start;
-  {
-    torch::NoGradGuard no_grad;
-    start = MixedCache(m, 5);
-  }
+  const ModelCache start = MixedCache(m, 5);
   auto gen = at::detail::createCPUGenerator(21);
   const auto rows = ForwardOptions::FusedSplit::kRows, columns = ForwardOptions::FusedSplit::kColumns;
   ThreadCount tc(2);
@@ -319,11 +301,7 @@ TEST(FusedDecodeTest, WithPackedGemmTheColumnAndRowSplitsAreBitwiseEqual) {
 // count gives the single thread's bits with PackedGemm, and the module path's values.
 TEST(FusedDecodeTest, TheRowSplitSharesTheExpertsOfTheWholeBatch) {
   HybridModel m = MakeModel(SmallConfig());
-  ModelCache start;
-  {
-    torch::NoGradGuard no_grad;
-    start = MixedCache(m, 40);
-  }
+  const ModelCache start = MixedCache(m, 40);
   auto gen = at::detail::createCPUGenerator(31);
   const torch::Tensor ids = at::randint(m->config().vocab_size, {40, 1}, gen, torch::kLong);
   const auto rows = ForwardOptions::FusedSplit::kRows;
@@ -382,11 +360,7 @@ TEST(FusedDecodeTest, PrefillsMatchTheModulePathFromEmptyAndFromCachedRows) {
   ThreadCount tc(2);
   CompareSteps(m, ModelCache{}, 1, "prefill from empty, head on every position", 3, 13, false);
   CompareSteps(m, ModelCache{}, 1, "prefill from empty, last position", 5, 13, true);
-  ModelCache start;
-  {
-    torch::NoGradGuard no_grad;
-    start = MixedCache(m, 5);
-  }
+  const ModelCache start = MixedCache(m, 5);
   CompareSteps(m, start, 2, "prefill continuing rows of different lengths", 0, 5, false);
   CompareSteps(m, start, 1, "prefill of exactly one lightning block", 0, 8, false);
   CompareSteps(m, ModelCache{}, 2, "one-block prefills from empty, then again", 4, 7, true);
@@ -398,12 +372,8 @@ TEST(FusedDecodeTest, PreNormLayersAndTheValueHead) {
   HybridModel lm = MakeModel(c);
   HybridModel critic = MakeModel(c, HeadType::kValue);
   ThreadCount tc(2);
-  ModelCache a, b;
-  {
-    torch::NoGradGuard no_grad;
-    a = MixedCache(lm, 2 * kFusedMinRowsPerThread);
-    b = MixedCache(critic, 3);
-  }
+  const ModelCache a = MixedCache(lm, 2 * kFusedMinRowsPerThread);
+  const ModelCache b = MixedCache(critic, 3);
   CompareSteps(lm, a, 4, "pre-norm LM");
   CompareSteps(critic, b, 4, "pre-norm value head");
 }

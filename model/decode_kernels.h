@@ -1,6 +1,7 @@
 // Plain-loop helpers shared by the decode kernels (softmax_attention.cc, softmax_decode.cc,
 // lightning_decode.cc) and the fused decode step (fused_decode.cc): RoPE tables and writes, the
-// fp32 polynomial exp, the inline and per-ISA-clone attributes. Internal to model/.
+// fp32 polynomial exp (the inline and per-ISA-clone attributes come from core/vectorize.h).
+// Internal to model/.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,19 +11,7 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__GNUC__) || defined(__clang__)
-#define LIGHTRL_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define LIGHTRL_ALWAYS_INLINE inline
-#endif
-
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
-// One clone of the function per ISA, picked at load time (ifunc): plain loops then run 16/8/4
-// lanes wide, with FMA where the CPU has it (the baseline x86-64 build has neither).
-#define LIGHTRL_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define LIGHTRL_VECTOR_CLONES
-#endif
+#include "core/vectorize.h"
 
 namespace lightrl::model::detail {
 

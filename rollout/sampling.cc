@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/check.h"
+#include "core/vectorize.h"
 
 namespace lightrl::rollout {
 
@@ -25,13 +26,6 @@ int64_t Argmax(const float* logits, int64_t vocab) {
   }
   return best;
 }
-
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(__clang__)
-// One clone per ISA (ifunc): the vocabulary loops run 8/4/2 doubles wide.
-#define LIGHTRL_SAMPLING_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define LIGHTRL_SAMPLING_CLONES
-#endif
 
 // e^x for x <= 0 in fp64, within a few ulp of std::exp (0 below -708, where e^x < 4e-308):
 // Cody-Waite reduction x = n ln2 + r (fdlibm's split of ln2), |r| <= ln2/2, the degree-13 Taylor
@@ -71,7 +65,7 @@ inline double ExpNonPositiveF64(double x) {
 }
 
 // max over logits (NaN propagates as "not finite" through the check in Weights).
-LIGHTRL_SAMPLING_CLONES float MaxLogit(const float* __restrict logits, int64_t vocab) {
+LIGHTRL_VECTOR_CLONES float MaxLogit(const float* __restrict logits, int64_t vocab) {
   float m[16];
   for (int j = 0; j < 16; ++j) m[j] = -INFINITY;
   int64_t i = 0;
@@ -93,7 +87,7 @@ LIGHTRL_SAMPLING_CLONES float MaxLogit(const float* __restrict logits, int64_t v
 
 // w[i] = exp((logit_i - max) / temperature) in fp64, unnormalised; returns their sum (8 partial
 // sums, a fixed order). w: [vocab].
-LIGHTRL_SAMPLING_CLONES double ExpWeights(const float* __restrict logits, int64_t vocab, double max,
+LIGHTRL_VECTOR_CLONES double ExpWeights(const float* __restrict logits, int64_t vocab, double max,
                                           double temperature, double* __restrict w) {
   for (int64_t i = 0; i < vocab; ++i) w[i] = ExpNonPositiveF64((static_cast<double>(logits[i]) - max) / temperature);
   double acc[8] = {};

@@ -100,6 +100,14 @@ void ModelCache::AppendRows(const ModelCache& other) {
   tokens = std::max(tokens, other.tokens);
 }
 
+void ModelCache::AppendRows(ModelCache&& other) {
+  if (batch == 0 && other.batch > 0) {
+    *this = std::move(other);
+    return;
+  }
+  AppendRows(static_cast<const ModelCache&>(other));
+}
+
 void ModelCache::CopyRowsFrom(const ModelCache& src, const torch::Tensor& src_rows, const torch::Tensor& dst_rows) {
   LR_CHECK(src_rows.dim() == 1 && dst_rows.dim() == 1 && src_rows.scalar_type() == torch::kLong &&
                dst_rows.scalar_type() == torch::kLong && src_rows.size(0) == dst_rows.size(0),

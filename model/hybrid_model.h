@@ -56,6 +56,8 @@ struct ModelCache {
   // copies of other's tensors. tokens becomes max(tokens, other.tokens) (not meaningful once
   // rows of different lengths are merged). REQUIRES: same layer count and model.
   void AppendRows(const ModelCache& other);
+  // The same for a cache the caller gives up: an empty cache takes its tensors without copying.
+  void AppendRows(ModelCache&& other);
 
   // Overwrites rows dst_rows[i] of this cache with rows src_rows[i] of `src`, in place (reusing
   // the slot of a finished sequence for a new one without copying the other rows). Grows this

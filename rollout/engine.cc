@@ -392,11 +392,7 @@ struct Engine::Impl {
     if (append > 0) {
       model::ModelCache extra = src;
       extra.SelectRows(torch::zeros({append}, torch::kLong));  // fresh tensors: the rows' own copies
-      if (cache.batch == 0) {
-        cache = std::move(extra);  // AppendRows would copy them once more
-      } else {
-        cache.AppendRows(extra);
-      }
+      cache.AppendRows(std::move(extra));
     }
     fresh->clear();
   }

@@ -621,6 +621,17 @@ TEST(ModelCacheRowsTest, AppendAndCopyRowsContinueSequencesExactly) {
   std::vector<int64_t> b9 = b;
   b9.push_back(9);
   EXPECT_LT((next[1][0] - step_alone(b9, 4)).abs().max().item<double>(), 1e-5);
+  // A cache given up (rvalue) moves into an empty one: its own tensors, no copy, and it still
+  // continues sequence c.
+  model::ModelCache given;
+  prefill(c, &given);
+  const void* state = given.layers[0].lightning.state.data_ptr();
+  model::ModelCache taken;
+  taken.AppendRows(std::move(given));
+  ASSERT_EQ(taken.batch, 1);
+  EXPECT_EQ(taken.layers[0].lightning.state.data_ptr(), state);
+  const torch::Tensor moved = m->forward(torch::tensor({3L}).view({1, 1}), {}, &taken).logits.reshape({-1});
+  EXPECT_TRUE(torch::equal(moved, step_alone(c, 3)));
 }
 
 }  // namespace

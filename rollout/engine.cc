@@ -232,7 +232,8 @@ struct Engine::Impl {
         tokens[i] = SampleToken(base + i * vocab, vocab, p, u);
       }
       ScoreRows(logits, tokens, targets, begin, end, &logprob, &entropy);
-    });    for (int64_t i = 0; i < n; ++i) {
+    });
+    for (int64_t i = 0; i < n; ++i) {
       Row& row = *targets[i];
       row.out.token_ids.push_back(tokens[i]);
       row.out.logprobs.push_back(logprob[i]);
@@ -246,8 +247,9 @@ struct Engine::Impl {
   // Log-probs (and entropies where asked) of the sampled tokens of rows [begin, end) with
   // model::TokenLogProbs / TokenEntropy, one call per temperature among those rows. A row's value
   // does not depend on which other rows share its call (each is reduced on its own).
-  static void ScoreRows(const torch::Tensor& logits, std::vector<int64_t>& tokens, const std::vector<Row*>& targets,
-                        int64_t begin, int64_t end, std::vector<float>* logprob, std::vector<float>* entropy) {
+  static void ScoreRows(const torch::Tensor& logits, const std::vector<int64_t>& tokens,
+                        const std::vector<Row*>& targets, int64_t begin, int64_t end, std::vector<float>* logprob,
+                        std::vector<float>* entropy) {
     std::map<double, std::vector<int64_t>> groups;
     for (int64_t i = begin; i < end; ++i) {
       const double t = targets[i]->req->request.params.temperature;
@@ -255,7 +257,8 @@ struct Engine::Impl {
     }
     const int64_t m = end - begin;
     const torch::Tensor range_logits = logits.narrow(0, begin, m).unsqueeze(1);  // [m, 1, V]
-    const torch::Tensor range_targets = torch::from_blob(tokens.data() + begin, {m, 1}, torch::kLong);  // [m, 1]
+    const torch::Tensor range_targets =
+        torch::from_blob(const_cast<int64_t*>(tokens.data()) + begin, {m, 1}, torch::kLong);  // [m, 1], read only
     for (auto& [T, members] : groups) {
       torch::Tensor lg = range_logits, tg = range_targets;
       if (static_cast<int64_t>(members.size()) != m) {

@@ -5,15 +5,15 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
-#include <vector>
-#include <atomic>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "core/check.h"
 #include "model/decode_kernels.h"
@@ -766,19 +766,19 @@ void RunColumns(const StepPlan& p, ColumnShared& sh, int64_t B, int tid, int nt)
   // Final norm (thread 0 writes the shared hidden) and this thread's columns of the head.
   phase(
       [&] {
-    const RMSNormImpl& norm = *p.model->model->norm;
-    RmsNormRows(F(x), F(norm.weight), static_cast<float>(norm.eps), n, C, F(h));
-    if (tid == 0) std::memcpy(F(p.hidden), F(h), n * C * sizeof(float));
-    if (!p.head.defined()) return;
-    const int64_t V = p.head_weight.w->size(0);
-    int64_t v0, v1;
-    std::tie(v0, v1) = Piece(V, nt, tid, kPackedPanel);
-    if (!p.last_only || T == 1) {
-      LinearCols(F(h), C, n, p.head_weight, v0, v1, F(p.head), V);
-    } else {
-      const at::Tensor last = h.view({B, T, C}).select(1, T - 1).contiguous();  // [B, C]
-      LinearCols(F(last), C, B, p.head_weight, v0, v1, F(p.head), V);
-    }
+        const RMSNormImpl& norm = *p.model->model->norm;
+        RmsNormRows(F(x), F(norm.weight), static_cast<float>(norm.eps), n, C, F(h));
+        if (tid == 0) std::memcpy(F(p.hidden), F(h), n * C * sizeof(float));
+        if (!p.head.defined()) return;
+        const int64_t V = p.head_weight.w->size(0);
+        int64_t v0, v1;
+        std::tie(v0, v1) = Piece(V, nt, tid, kPackedPanel);
+        if (!p.last_only || T == 1) {
+          LinearCols(F(h), C, n, p.head_weight, v0, v1, F(p.head), V);
+        } else {
+          const at::Tensor last = h.view({B, T, C}).select(1, T - 1).contiguous();  // [B, C]
+          LinearCols(F(last), C, B, p.head_weight, v0, v1, F(p.head), V);
+        }
       },
       false);
 }

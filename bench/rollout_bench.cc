@@ -113,11 +113,12 @@ double EngineDecodeTokensPerSecond(model::HybridModel& m, int B, int steps, int 
 
 // The matmul shapes of one decode step of B rows (the shapes HybridModel's decode runs: attention
 // projections per layer, the router, the experts with the B*k (token, choice) pairs split evenly
-// over the experts, the LM head): (rows, in, out) each.
-std::vector<std::array<int64_t, 3>> DecodeMatmulShapes(const model::ModelConfig& c, int64_t B) {
-  std::vector<std::array<int64_t, 3>> shapes;
-  auto add = [&](int64_t n, int64_t in, int64_t out) {
-    if (n > 0) shapes.push_back({n, in, out});
+// over the experts, the LM head): (rows, in, out, expert) each, expert = the expert's index within
+// its layer for its w1 / w3 / w2, -1 for the others.
+std::vector<std::array<int64_t, 4>> DecodeMatmulShapes(const model::ModelConfig& c, int64_t B) {
+  std::vector<std::array<int64_t, 4>> shapes;
+  auto add = [&](int64_t n, int64_t in, int64_t out, int64_t expert = -1) {
+    if (n > 0) shapes.push_back({n, in, out, expert});
   };
   const int64_t C = c.hidden_size, inner = c.num_attention_heads * c.head_dim;
   const int64_t kv = c.num_key_value_heads * c.head_dim, E = c.num_local_experts, k = c.num_experts_per_tok;
@@ -135,9 +136,9 @@ std::vector<std::array<int64_t, 3>> DecodeMatmulShapes(const model::ModelConfig&
     add(B, C, E);  // router
     for (int64_t e = 0; e < E; ++e) {
       const int64_t n = (B * k) / E + (e < (B * k) % E ? 1 : 0);
-      add(n, C, c.intermediate_size);  // w1
-      add(n, C, c.intermediate_size);  // w3
-      add(n, c.intermediate_size, C);  // w2
+      add(n, C, c.intermediate_size, e);  // w1
+      add(n, C, c.intermediate_size, e);  // w3
+      add(n, c.intermediate_size, C, e);  // w2
     }
   }
   add(B, C, c.vocab_size);  // LM head (fp32)
@@ -150,7 +151,9 @@ std::vector<std::array<int64_t, 3>> DecodeMatmulShapes(const model::ModelConfig&
 double DecodeMatmulsOnlySeconds(const model::ModelConfig& c, int64_t B, int reps) {
   torch::NoGradGuard no_grad;
   std::vector<std::pair<torch::Tensor, torch::Tensor>> mms;  // (x [n, in], w [in, out]) fp32
-  for (const auto& [n, in, out] : DecodeMatmulShapes(c, B)) mms.emplace_back(torch::randn({n, in}), torch::randn({in, out}));
+  for (const auto& [n, in, out, expert] : DecodeMatmulShapes(c, B)) {
+    mms.emplace_back(torch::randn({n, in}), torch::randn({in, out}));
+  }
   std::vector<torch::Tensor> outs;
   for (auto& [x, w] : mms) outs.push_back(torch::empty({x.size(0), w.size(1)}));
   double best = 1e30;
@@ -163,27 +166,36 @@ double DecodeMatmulsOnlySeconds(const model::ModelConfig& c, int64_t B, int reps
   return best;
 }
 
-// The same shapes with model::PackedGemm as the fused decode step runs them: the rows split over
-// the intra-op threads once for the whole step, each thread running every matmul on its rows.
-// 0 where PackedGemm is unavailable.
+// The same shapes with model::PackedGemm as the fused decode step's row split runs them: one
+// parallel region for the whole step, each thread running the attention, router and head matmuls
+// on its rows and whole experts (expert e on thread e % threads; the step hands them out
+// dynamically). 0 where PackedGemm is unavailable.
 double DecodePackedMatmulsOnlySeconds(const model::ModelConfig& c, int64_t B, int reps) {
   if (!model::PackedGemmAvailable()) return 0;
   torch::NoGradGuard no_grad;
   struct Mm {
     torch::Tensor x, panels, out;  // [n, in], packed [out, in], [n, out]
-    int64_t out_features;
+    int64_t out_features, expert;
   };
   std::vector<Mm> mms;
-  for (const auto& [n, in, out] : DecodeMatmulShapes(c, B)) {
-    mms.push_back({torch::randn({n, in}), model::PackLinearWeight(torch::randn({out, in})), torch::empty({n, out}), out});
+  for (const auto& [n, in, out, expert] : DecodeMatmulShapes(c, B)) {
+    mms.push_back({torch::randn({n, in}), model::PackLinearWeight(torch::randn({out, in})), torch::empty({n, out}), out,
+                   expert});
   }
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), B);
   double best = 1e30;
   for (int r = 0; r < reps + 2; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    at::parallel_for(0, B, 8, [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {  // threads [first, last)
       for (const Mm& m : mms) {
-        // Rows [b0, b1) of this matmul, scaled to its row count (experts hold fewer rows).
-        const int64_t n = m.x.size(0), lo = b0 * n / B, hi = b1 * n / B;
+        // This thread's rows of an attention / router / head matmul, or an expert's all.
+        const int64_t n = m.x.size(0);
+        int64_t lo = first * n / threads, hi = last * n / threads;
+        if (m.expert >= 0) {
+          if (m.expert % threads < first || m.expert % threads >= last) continue;
+          lo = 0;
+          hi = n;
+        }
         if (hi <= lo) continue;
         const int64_t in = m.x.size(1);
         model::PackedGemm(m.x.data_ptr<float>() + lo * in, in, hi - lo, in, m.panels.data_ptr<float>(), m.out_features,
@@ -364,7 +376,8 @@ int RunRolloutSuite(const BenchOptions& options) {
         "fractions of the limit: engine = Engine::Generate decode tokens/s (sampling, log-probs included);\n"
         "forward-only = one HybridModel decode step at context %lld; mm-only = the same step's matmul shapes\n"
         "alone on preallocated inputs (experts split evenly), with libtorch (threads per call) and with\n"
-        "PackedGemm (rows split over the threads, as the fused decode step runs them): the ceilings of each.\n",
+        "PackedGemm (as the fused step's row split runs them: rows over the threads, whole experts per\n"
+        "thread): the ceilings of each.\n",
         static_cast<long long>(context));
     targets.push_back({"rollout.batch64_decode_fraction_of_compute_limit", tiny_fraction, ">=", 0.5});
   }

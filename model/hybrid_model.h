@@ -125,8 +125,9 @@ struct ForwardOptions {
   // path (tests compare the two).
   bool fused_decode = true;
   // How the fused step splits its work over the intra-op threads (model/fused_decode.h): kAuto
-  // picks by the number of token rows; kRows / kColumns force one (tests, benchmarks). The modes
-  // give bitwise equal results where PackedGemm runs.
+  // picks by the number of token rows; kRows / kColumns force one (tests, benchmarks), kColumns
+  // only where it can run (2+ threads; head_dim % 16 == 0 with PackedGemm), else rows
+  // (FusedColumnSplit says which). The modes give bitwise equal results where PackedGemm runs.
   enum class FusedSplit { kAuto, kRows, kColumns };
   FusedSplit fused_split = FusedSplit::kAuto;
 };
